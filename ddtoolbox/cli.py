@@ -1,0 +1,358 @@
+"""``ddtool``: the command line.
+
+Every subcommand takes ``--seed`` and ``--device``; every user error is one line on stderr and
+exit status 2 (see :mod:`ddtoolbox.errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UsageError
+from .plugins import PluginManager, split_plugin_args
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, like every other ddtool error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_float(text):
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def positive_int(text):
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _number(text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got '{text}'")
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def add_common(p):
+    g = p.add_argument_group("common")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    g.add_argument("--data-root", default=None, help="folder holding the dataset (else $DDTOOL_DATA, then system locations)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_model_options(p):
+    g = p.add_argument_group("network")
+    g.add_argument("--model", default="ConvNet", help="architecture name (see 'ddtool plugins'); default ConvNet")
+    g.add_argument("--width", type=positive_int, default=128, help="ConvNet channels (default 128)")
+    g.add_argument("--depth", type=positive_int, default=None, help="ConvNet blocks (default 3, or the D in ConvNetD4/5)")
+    g.add_argument("--norm", default="instancenorm", help="instancenorm (default), layernorm, batchnorm or none")
+    g.add_argument("--pooling", default="avgpool", help="avgpool (default), maxpool or none")
+
+
+def model_options(args) -> dict:
+    opts = {"width": args.width, "norm": args.norm, "pooling": args.pooling}
+    if args.depth is not None:
+        opts["depth"] = args.depth
+    return opts
+
+
+def add_distill_options(p):
+    g = p.add_argument_group("distillation (MTT defaults, reference-notes section 2)")
+    g.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    g.add_argument("--ipc", type=int, default=1, help="synthetic images per class (default 1)")
+    g.add_argument("--matcher", default="mtt", help="trajectory matcher (default mtt; see 'ddtool plugins')")
+    g.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME",
+                   help="activate a plugin by name or module path; no:NAME blocks an installed one (repeatable)")
+    g.add_argument("--buffer", required=True, help="folder of expert trajectories from 'ddtool buffer'")
+    g.add_argument("--out", required=True, help="output folder for synthetic.pt, synthetic.png, metrics.json")
+    g.add_argument("--model", default=None, help="check that the buffer holds this architecture")
+    g.add_argument("--iterations", type=non_negative_int, default=5000, help="outer iterations (default 5000)")
+    g.add_argument("--syn-steps", type=positive_int, default=20, help="student steps per iteration (default 20)")
+    g.add_argument("--expert-epochs", type=positive_int, default=3, help="expert epochs to match (default 3)")
+    g.add_argument("--min-start-epoch", type=non_negative_int, default=0, help="lowest start epoch (default 0)")
+    g.add_argument("--max-start-epoch", type=positive_int, default=25, help="start epochs are drawn below this (default 25)")
+    g.add_argument("--lr-img", type=non_negative_float, default=1000.0, help="image learning rate (default 1000)")
+    g.add_argument("--lr-lr", type=non_negative_float, default=1e-5, help="learning rate of the learned student lr (default 1e-5)")
+    g.add_argument("--lr-y", type=non_negative_float, default=2.0, help="label learning rate, for matchers with learned labels (default 2)")
+    g.add_argument("--lr-teacher", type=positive_float, default=None, help="initial student lr (default: the experts' lr)")
+    g.add_argument("--batch-syn", type=int, default=None, help="synthetic images per student step (default all)")
+    g.add_argument("--no-dsa", action="store_true", help="no differentiable augmentation in the unroll")
+    g.add_argument("--eval-every", type=non_negative_int, default=0, help="evaluate every N iterations and at the end (0: never)")
+    add_eval_protocol(p, default_runs=3)
+
+
+def add_eval_protocol(p, default_runs=5):
+    g = p.add_argument_group("evaluation protocol (reference-notes section 7)")
+    g.add_argument("--eval-runs", "--runs", dest="eval_runs", type=positive_int, default=default_runs,
+                   help=f"fresh networks to train and test (default {default_runs})")
+    g.add_argument("--eval-epochs", "--epochs", dest="eval_epochs", type=positive_int, default=1000,
+                   help="training epochs per network (default 1000)")
+    g.add_argument("--eval-batch", type=positive_int, default=256, help="training batch (default 256)")
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_buffer(args, pm):
+    from .augment import DSA
+    from .data import load_dataset
+    from .runtime import resolve_device, seed_everything
+    from .trajectories import train_experts
+
+    device = resolve_device(args.device)
+    generator = seed_everything(args.seed)
+    train_set = load_dataset(args.dataset, "train", args.data_root)
+    if args.train_subset:
+        train_set = train_set.subset(n_per_class=args.train_subset, generator=generator)
+    test_set = load_dataset(args.dataset, "test", args.data_root)
+    trainer = pm.trainer(args.trainer)
+    if trainer.plugin not in pm.plugin_names():
+        pm.load(trainer.plugin)
+    buf = train_experts(
+        out=args.out, train_set=train_set, test_set=test_set, model=args.model,
+        model_options=model_options(args), num_experts=args.num_experts, epochs=args.train_epochs,
+        lr=args.lr, batch_size=args.batch_size, augment=None if args.no_dsa else DSA(),
+        step=trainer.obj(args), trainer=args.trainer, seed=args.seed, device=device,
+        resume=args.resume, progress=not args.quiet,
+        extra_meta={"train_subset_per_class": args.train_subset},
+    )
+    accs = [e["test_accuracy"] for e in buf.meta["experts"]]
+    print(f"buffer: {buf.num_experts} experts, final test accuracy {min(accs) * 100:.2f}-{max(accs) * 100:.2f}%, in {buf.path}")
+
+
+def evaluator_for(args, info_model, device):
+    """The standard-protocol evaluation of a run's current images (for --eval-every)."""
+    from .augment import DSA
+    from .evaluate import EvalConfig, evaluate_set
+
+    def evaluate(run):
+        cfg = EvalConfig(run.buffer.meta["model"], run.buffer.meta["model_options"], args.eval_epochs,
+                         args.eval_batch, augment=DSA())
+        soft = run.matcher.learn_targets
+        return evaluate_set(cfg, run.images.detach(), run.targets.detach(), run.syn_lr.item(), info_model,
+                            args.eval_runs, device, soft=soft, progress=not args.quiet)
+
+    return evaluate
+
+
+def cmd_distill(args, pm):
+    from .data import load_dataset
+    from .distill import distill
+    from .evaluate import format_result
+    from .runtime import resolve_device
+
+    evaluator = None
+    if args.eval_every:
+        test_set = load_dataset(args.dataset, "test", args.data_root)
+        evaluator = evaluator_for(args, test_set, resolve_device(args.device))
+    run = distill(args, pm, progress=not args.quiet, evaluator=evaluator)
+    print(f"distilled {len(run.images)} images ({args.ipc} per class) with {args.matcher}"
+          f"{' + ' + ', '.join(p for p in run.plugins if p != args.matcher) if len(run.plugins) > 1 else ''}; "
+          f"final loss {run.loss:.4f}, learned lr {run.syn_lr.item():.4g}")
+    evals = [h for h in run.history if "eval_mean" in h]
+    if evals:
+        print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
+              f"{format_result({'mean': evals[-1]['eval_mean'], 'std': evals[-1]['eval_std']})}")
+    print(f"files: {Path(args.out) / 'synthetic.pt'}, synthetic.png, metrics.json")
+
+
+def cmd_eval(args, pm):
+    from .augment import DSA
+    from .data import load_dataset
+    from .evaluate import EvalConfig, evaluate_set, format_result, load_synthetic, random_real
+    from .io import write_json
+    from .runtime import resolve_device, seed_everything
+
+    if (args.synthetic is None) == (args.random_ipc is None):
+        raise UsageError("give exactly one of --synthetic FILE or --random-ipc N")
+    device = resolve_device(args.device)
+    generator = seed_everything(args.seed)
+    augment = None if args.no_dsa else DSA()
+    if args.synthetic:
+        record = load_synthetic(args.synthetic)
+        meta = record["meta"]
+        dataset = args.dataset or meta["dataset"]
+        test_set = load_dataset(dataset, "test", args.data_root)
+        if test_set.info.name != meta["dataset"]:
+            raise UsageError(f"{args.synthetic} was distilled from '{meta['dataset']}', not '{dataset}'; drop --dataset")
+        model = args.model or meta["model"]
+        options = meta["model_options"] if args.model is None else model_options(args)
+        soft = "targets" in record
+        targets = record["targets"] if soft else record["labels"]
+        lr = args.lr or float(record["lr"])
+        cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
+        result = evaluate_set(cfg, record["images"], targets, lr, test_set, args.eval_runs, device, soft=soft,
+                              progress=not args.quiet, desc="eval synthetic")
+        what = f"{args.synthetic} ({meta['matcher']}, IPC {meta['ipc']})"
+    else:
+        if args.random_ipc < 1:
+            raise UsageError(f"--random-ipc must be at least 1 (got {args.random_ipc})")
+        if not args.dataset:
+            raise UsageError("--random-ipc needs --dataset")
+        train_set = load_dataset(args.dataset, "train", args.data_root)
+        test_set = load_dataset(args.dataset, "test", args.data_root)
+        model, options = args.model or "ConvNet", model_options(args)
+        cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
+        result = evaluate_set(cfg, None, None, args.lr or 0.01, test_set, args.eval_runs, device,
+                              progress=not args.quiet, desc="eval random",
+                              sampler=lambda r: random_real(train_set, args.random_ipc, generator))
+        what = f"random real images, IPC {args.random_ipc} of {test_set.info.name}"
+    print(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks")
+    if args.json:
+        write_json(args.json, {"what": what, "model": model, "model_options": options, **result})
+
+
+def cmd_plugins(args, pm):
+    from .models import list_models
+
+    rows = []
+    for name in pm.plugin_names():
+        matchers = [m.name for m in pm.matchers.values() if m.plugin == name]
+        trainers = [t.name for t in pm.trainers.values() if t.plugin == name]
+        options = {c: pm.options_of(name, c) for c in ("buffer", "distill", "eval")}
+        rows.append({"plugin": name, "description": pm.description(name), "matchers": matchers,
+                     "trainers": trainers, "options": {c: o for c, o in options.items() if o}})
+    if args.json:
+        print(json.dumps({"plugins": rows, "models": list_models()}, indent=2))
+        return
+    print("matchers:")
+    for m in sorted(pm.matchers.values(), key=lambda m: m.name):
+        print(f"  {m.name:<10} {m.description}  [plugin {m.plugin}]")
+    print("trainers:")
+    for t in sorted(pm.trainers.values(), key=lambda t: t.name):
+        print(f"  {t.name:<10} {t.description}  [plugin {t.plugin}]")
+    print("plugins:")
+    for r in rows:
+        print(f"  {r['plugin']:<10} {r['description']}")
+        for command, opts in r["options"].items():
+            print(f"  {'':<10}   {command} options: {' '.join(opts)}")
+    print(f"models: {', '.join(list_models())}")
+
+
+def cmd_demo(args, pm):
+    from .demo import run_demo
+
+    run_demo(args, pm)
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser(pm: PluginManager) -> Parser:
+    parser = Parser(prog="ddtool", description="Dataset distillation by trajectory matching, with plugins.")
+    parser.add_argument("--version", action="version", version=f"ddtoolbox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("demo", help="buffer, distil and evaluate on Fashion-MNIST in minutes on a CPU")
+    p.add_argument("--full", action="store_true", help="full-size settings (width 128, all 60k images, paper-like; hours on a CPU)")
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's files (default runs/demo)")
+    add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("buffer", help="train expert networks and save their trajectories")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    p.add_argument("--out", required=True, help="buffer folder to create")
+    p.add_argument("--num-experts", type=positive_int, default=5, help="experts to train (default 5)")
+    p.add_argument("--train-epochs", "--epochs", dest="train_epochs", type=positive_int, default=50,
+                   help="epochs per expert (default 50, MTT; DATM/EDF use 100)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="expert SGD learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="expert batch size (default 256)")
+    p.add_argument("--train-subset", type=positive_int, default=None, metavar="N", help="use N random training images per class")
+    p.add_argument("--trainer", default="sgd", help="expert trainer (default sgd; see 'ddtool plugins')")
+    p.add_argument("--no-dsa", action="store_true", help="train experts without augmentation")
+    p.add_argument("--resume", action="store_true", help="add the missing experts to an existing buffer")
+    p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
+    add_model_options(p)
+    add_common(p)
+    pm.add_options("buffer", p)
+    p.set_defaults(func=cmd_buffer)
+
+    p = sub.add_parser("distill", help="distil a synthetic set by matching expert trajectories")
+    add_distill_options(p)
+    add_common(p)
+    pm.add_options("distill", p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("eval", help="train fresh networks on a synthetic set (or random real images) and test them")
+    p.add_argument("--synthetic", default=None, help="synthetic.pt written by 'ddtool distill'")
+    p.add_argument("--random-ipc", type=int, default=None, metavar="N", help="evaluate N random real images per class instead")
+    p.add_argument("--dataset", default=None, help="dataset (default: the synthetic set's)")
+    p.add_argument("--lr", type=positive_float, default=None, help="training lr (default: the learned lr, or 0.01 for random)")
+    p.add_argument("--no-dsa", action="store_true", help="train without augmentation")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
+    add_eval_protocol(p)
+    add_model_options(p)
+    p.set_defaults(model=None)
+    add_common(p)
+    pm.add_options("eval", p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plugins", help="list matchers, trainers, plugins and their options")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def _plugin_args(argv) -> tuple[list[str], set[str]]:
+    """``--plugin`` values, read before the full parser exists (plugins add options to it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    return split_plugin_args(known.plugins)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        active, blocked = _plugin_args(argv)
+        pm = PluginManager(blocked=blocked)
+        args_plugins = [pm.load(name) for name in active]  # module paths may add options
+        parser = build_parser(pm)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        args.plugins = args_plugins
+        args.func(args, pm)
+        return 0
+    except UsageError as exc:
+        print(f"ddtool: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddtool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

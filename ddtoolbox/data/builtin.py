@@ -1,0 +1,102 @@
+"""Registrations of the datasets that ship with the toolbox.
+
+Each one is just an info record, a loader and a :class:`DataLocation`; adding a dataset
+elsewhere follows the same three steps through :func:`register_dataset`.
+
+MNIST and Fashion-MNIST ship under identical file names, so a folder holding the files
+directly is accepted for either; keep them in ``ROOT/mnist/`` and ``ROOT/fashion-mnist/``
+(subfolders are tried first) when one root holds both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ddtoolbox.errors import UsageError
+
+from . import info as I
+from .cifar import CIFAR10_DIR, CIFAR100_DIR, is_cifar10_dir, is_cifar100_dir, load_cifar_split
+from .idx import has_idx_files, load_idx_split
+from .locate import DataLocation
+from .registry import register_dataset
+
+# Where the Debian package dataset-fashion-mnist installs the files. Read at lookup time (see
+# DataLocation.default_dirs), so tests and unusual installs can point it elsewhere.
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_FILES = "holds train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (or a parent with a {sub} subfolder)"
+
+
+def _idx_loader(name: str, info: I.DatasetInfo, fix: str):
+    def load(folder: Path, split: str):
+        images, labels = load_idx_split(folder, split, info.num_classes, fix)
+        if images.ndim != 3 or tuple(images.shape[1:]) != info.image_size:
+            raise UsageError(
+                f"the {split} images in {folder} are {list(images.shape[1:])}, not the "
+                f"{info.image_size[0]}x{info.image_size[1]} of {name}; point --data-root at the {name} files"
+            )
+        return images[:, None], labels
+
+    return load
+
+
+def _cifar_loader(info: I.DatasetInfo, hundred: bool, fix: str):
+    def load(folder: Path, split: str):
+        return load_cifar_split(folder, split, hundred=hundred, class_names=info.class_names, fix=fix)
+
+    return load
+
+
+def _register_all() -> None:
+    fmnist = I.DatasetInfo("fashion-mnist", 1, (28, 28), 10, I.FASHION_MNIST_MEAN, I.FASHION_MNIST_STD,
+                           I.FASHION_MNIST_CLASSES)
+    register_dataset(
+        "fashion-mnist", fmnist,
+        _idx_loader("fashion-mnist", fmnist,
+                    "re-download it, or for the system copy run apt-get install --reinstall dataset-fashion-mnist"),
+        location=DataLocation(
+            is_data_dir=has_idx_files,
+            folder_names=("fashion-mnist", "fashion_mnist", "FashionMNIST/raw", "FashionMNIST"),
+            default_dirs=lambda: (FASHION_MNIST_SYSTEM_DIR,),
+            files_hint=_IDX_FILES.format(sub="fashion-mnist/"),
+            install_hint="install the Debian package: apt-get install dataset-fashion-mnist",
+        ),
+        aliases=("fashion_mnist", "fashionmnist", "fmnist"),
+    )
+
+    mnist = I.DatasetInfo("mnist", 1, (28, 28), 10, I.MNIST_MEAN, I.MNIST_STD, I.MNIST_CLASSES)
+    register_dataset(
+        "mnist", mnist, _idx_loader("mnist", mnist, "re-download it"),
+        location=DataLocation(
+            is_data_dir=has_idx_files,
+            folder_names=("mnist", "MNIST/raw", "MNIST"),
+            files_hint=_IDX_FILES.format(sub="mnist/"),
+        ),
+    )
+
+    cifar10 = I.DatasetInfo("cifar10", 3, (32, 32), 10, I.CIFAR10_MEAN, I.CIFAR10_STD, I.CIFAR10_CLASSES)
+    register_dataset(
+        "cifar10", cifar10,
+        _cifar_loader(cifar10, False, f"re-extract cifar-10-python.tar.gz so {CIFAR10_DIR}/ is complete"),
+        location=DataLocation(
+            is_data_dir=is_cifar10_dir,
+            folder_names=(CIFAR10_DIR, f"cifar10/{CIFAR10_DIR}", "cifar10", "cifar-10"),
+            files_hint=f"holds {CIFAR10_DIR}/ (extracted from cifar-10-python.tar.gz, torchvision's layout)",
+        ),
+        aliases=("cifar-10",),
+    )
+
+    cifar100 = I.DatasetInfo("cifar100", 3, (32, 32), 100, I.CIFAR100_MEAN, I.CIFAR100_STD, I.CIFAR100_CLASSES)
+    register_dataset(
+        "cifar100", cifar100,
+        _cifar_loader(cifar100, True, f"re-extract cifar-100-python.tar.gz so {CIFAR100_DIR}/ is complete"),
+        location=DataLocation(
+            is_data_dir=is_cifar100_dir,
+            folder_names=(CIFAR100_DIR, f"cifar100/{CIFAR100_DIR}", "cifar100", "cifar-100"),
+            files_hint=f"holds {CIFAR100_DIR}/ (extracted from cifar-100-python.tar.gz, torchvision's layout)",
+        ),
+        aliases=("cifar-100",),
+    )
+
+
+_register_all()

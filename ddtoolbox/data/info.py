@@ -1,0 +1,72 @@
+"""What a dataset *is*, independent of where its files live.
+
+Kept separate from the loaders so that code which only needs shapes, class names or
+normalisation constants (model construction, picture saving, reading a saved synthetic set)
+never has to touch the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset.
+
+    Frozen and made of tuples so it can be hashed, compared and stored next to a synthetic set:
+    a distilled set is only meaningful together with the normalisation it was learned under.
+    """
+
+    name: str
+    channels: int
+    image_size: tuple[int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # These are programming errors in a registration, not user input, hence ValueError.
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"{self.name}: mean/std need {self.channels} entries, one per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"{self.name}: std entries must be positive")
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"{self.name}: image_size must be (H, W) with positive entries")
+
+
+# Normalisation constants. These are the values the dataset-distillation literature uses (DC, DSA,
+# DM, MTT all share them), so synthetic sets stay comparable with published ones even where they
+# differ slightly from the exact statistics of the pixels (CIFAR-10's std is the classic example).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2861,), (0.3530,)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+# Fine labels in label-index order (alphabetical), as stored in cifar-100-python/meta.
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+assert len(CIFAR100_CLASSES) == 100 and list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)

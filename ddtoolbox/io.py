@@ -1,0 +1,89 @@
+"""Reading and writing the toolbox's files safely.
+
+Every file is written to a temporary name in the same folder and renamed into place, so an
+interrupted command never leaves a half-written file under the real name. Tensor files are read
+with ``torch.load(weights_only=True)``: a file from an untrusted source can be wrong, but it cannot
+run code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import UsageError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def save_tensors(path, obj: dict) -> Path:
+    """Save a dict of tensors and plain values, loadable with ``weights_only=True``."""
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def load_tensors(path, what: str, fix: str) -> dict:
+    """Load a file written by :func:`save_tensors`; any failure becomes a one-line UsageError.
+
+    :param what: what the file is, for the message ("synthetic set", "expert trajectory").
+    :param fix: what the user should do about a bad file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} file {path} does not exist; {fix}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{what} file {path} is corrupt, truncated or not a ddtoolbox file ({reason[:120]}); {fix}") from exc
+    if not isinstance(obj, dict):
+        raise UsageError(f"{what} file {path} does not hold a dict of tensors; {fix}")
+    return obj
+
+
+def write_json(path, obj) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def read_json(path, what: str, fix: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist; {fix}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {path} is not valid JSON ({exc}); {fix}") from exc
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
