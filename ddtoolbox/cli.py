@@ -92,6 +92,8 @@ def add_distill_options(p):
     g.add_argument("--matcher", default="mtt", help="trajectory matcher (default mtt; see 'ddtool plugins')")
     g.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME",
                    help="activate a plugin by name or module path; no:NAME blocks an installed one (repeatable)")
+    g.add_argument("--preset", default=None, metavar="NAME",
+                   help="fill options from a published setting (see 'ddtool presets'); explicit flags win")
     g.add_argument("--buffer", required=True, help="folder of expert trajectories from 'ddtool buffer'")
     g.add_argument("--out", required=True, help="output folder for synthetic.pt, synthetic.png, metrics.json")
     g.add_argument("--model", default=None, help="check that the buffer holds this architecture")
@@ -258,6 +260,37 @@ def cmd_plugins(args, pm):
     print(f"models: {', '.join(list_models())}")
 
 
+def cmd_presets(args, pm):
+    from .presets import check_preset
+
+    parser = build_parser(pm)
+    if args.show:
+        entry = pm.preset(args.show)
+        check_preset(entry.name, entry.obj, parser.commands)
+        print(f"{entry.name}: {entry.description}  [plugin {entry.plugin}]")
+        for command, values in entry.obj.items():
+            flags = " ".join(_as_flags(values))
+            print(f"  ddtool {command} {flags}")
+        return
+    if not pm.presets:
+        print("no presets installed (the ddtoolbox-datm and ddtoolbox-edf plugins ship the published ones)")
+    for entry in sorted(pm.presets.values(), key=lambda e: e.name):
+        print(f"  {entry.name:<28} {entry.description}  [plugin {entry.plugin}]")
+
+
+def _as_flags(values: dict) -> list[str]:
+    flags = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "plugins":
+            flags += [x for v in value for x in ("--plugin", str(v))]
+        elif value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
 def cmd_demo(args, pm):
     from .demo import run_demo
 
@@ -317,28 +350,50 @@ def build_parser(pm: PluginManager) -> Parser:
     pm.add_options("eval", p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("presets", help="list the published settings that --preset accepts")
+    p.add_argument("--show", default=None, metavar="NAME", help="print one preset as ddtool options")
+    p.set_defaults(func=cmd_presets)
+
     p = sub.add_parser("plugins", help="list matchers, trainers, plugins and their options")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_plugins)
+    parser.commands = dict(sub.choices)
     return parser
 
 
-def _plugin_args(argv) -> tuple[list[str], set[str]]:
-    """``--plugin`` values, read before the full parser exists (plugins add options to it)."""
+def _pre_parse(argv):
+    """``--plugin`` and ``--preset``, read before the full parser exists (plugins add options)."""
     pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("command", nargs="?")
     pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
+    pre.add_argument("--preset", default=None)
     known, _ = pre.parse_known_args(argv)
-    return split_plugin_args(known.plugins)
+    active, blocked = split_plugin_args(known.plugins)
+    return known.command, known.preset, active, blocked
+
+
+def _apply_preset(pm, parser, command, name, active) -> list[str]:
+    """Make a preset's values the defaults of ``command``; return the plugins it activates."""
+    from .presets import check_preset
+
+    entry = pm.preset(name)
+    check_preset(entry.name, entry.obj, parser.commands)
+    values = dict(entry.obj.get(command, {}))
+    plugins = [pm.load(p) for p in values.pop("plugins", [])]
+    parser.commands[command].set_defaults(**values)
+    return [p for p in plugins if p not in active]
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        active, blocked = _plugin_args(argv)
+        command, preset, active, blocked = _pre_parse(argv)
         pm = PluginManager(blocked=blocked)
         args_plugins = [pm.load(name) for name in active]  # module paths may add options
         parser = build_parser(pm)
+        if preset and command in parser.commands:
+            args_plugins += _apply_preset(pm, parser, command, preset, args_plugins)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -7,7 +7,8 @@ implementations may accept fewer arguments than the spec lists (pluggy passes on
 
 Two kinds of hooks:
 
-* **Set-up hooks** (:func:`register_matchers`, :func:`register_trainers`, :func:`add_options`) are
+* **Set-up hooks** (:func:`register_matchers`, :func:`register_trainers`,
+  :func:`register_presets`, :func:`add_options`) are
   called on every installed plugin, so ``ddtool plugins`` and ``--help`` can show everything that
   is available.
 * **Run hooks** (:func:`on_run_start`, :func:`on_loss_vector`, :func:`on_pixel_grad`,
@@ -71,6 +72,21 @@ def register_trainers(register):
         returns a callable ``step(model, optimizer, images, labels, loss_fn) -> loss`` that performs
         one optimisation step of the expert on an (already augmented) batch and returns the batch
         loss as a float. The built-in ``sgd`` trainer is registered the same way.
+    """
+
+
+@hookspec
+def register_presets(register):
+    """Register named sets of option values for ``ddtool distill --preset NAME``.
+
+    :param register: call ``register(name, values, description)`` where ``values`` maps a
+        subcommand (``"distill"``, ``"buffer"``, ``"eval"``) to a dict of option destinations
+        (``syn_steps``, not ``--syn-steps``) and their values. Options given on the command line
+        override a preset's values. Names are conventionally ``plugin/dataset/ipcN``.
+
+    Most plugins ship presets as TOML files and call
+    :func:`ddtoolbox.presets.register_folder` ``(register, folder, prefix)``. Every preset is
+    checked against the options that exist, so a preset naming an unknown option fails loudly.
     """
 
 

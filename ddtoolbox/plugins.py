@@ -80,6 +80,7 @@ class PluginManager:
             self.installed.append(ep.name)
         self.matchers = self._collect("register_matchers", self._matcher_entry)
         self.trainers = self._collect("register_trainers", self._trainer_entry)
+        self.presets = self._collect("register_presets", self._preset_entry)
 
     # ------------------------------------------------------------------ loading
 
@@ -105,6 +106,7 @@ class PluginManager:
             self.pm.register(module, name=value)
             self.matchers.update(self._collect("register_matchers", self._matcher_entry, [value]))
             self.trainers.update(self._collect("register_trainers", self._trainer_entry, [value]))
+            self.presets.update(self._collect("register_presets", self._preset_entry, [value]))
         return self.pm.get_name(module)
 
     def plugin_names(self) -> list[str]:
@@ -117,13 +119,14 @@ class PluginManager:
 
     def _collect(self, hook_name, make_entry, only=None) -> dict[str, Registered]:
         found: dict[str, Registered] = {}
+        registry = hook_name.replace("register_", "")
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             if only is not None and impl.plugin_name not in only:
                 continue
 
             def register(*args, _plugin=impl.plugin_name, **kwargs):
                 entry = make_entry(_plugin, *args, **kwargs)
-                previous = found.get(entry.name) or getattr(self, "matchers", {}).get(entry.name)
+                previous = found.get(entry.name) or getattr(self, registry, {}).get(entry.name)
                 if previous is not None and previous.obj is not entry.obj and previous.plugin != _plugin:
                     raise UsageError(
                         f"'{entry.name}' is registered by both plugin '{previous.plugin}' and "
@@ -145,6 +148,18 @@ class PluginManager:
     @staticmethod
     def _trainer_entry(plugin, name, step_factory, description=""):
         return Registered(name, step_factory, plugin, description or first_line(step_factory.__doc__))
+
+    @staticmethod
+    def _preset_entry(plugin, name, values, description=""):
+        if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+            raise UsageError(f"plugin '{plugin}' registered preset '{name}' whose values are not a dict of dicts per subcommand")
+        return Registered(name, values, plugin, description)
+
+    def preset(self, name: str) -> Registered:
+        if name not in self.presets:
+            known = ", ".join(sorted(self.presets)) or "none installed"
+            raise UsageError(f"unknown preset '{name}'; available: {known} (see 'ddtool presets')")
+        return self.presets[name]
 
     def matcher(self, name: str) -> Registered:
         if name not in self.matchers:

@@ -1,0 +1,55 @@
+"""Published hyper-parameter settings as named presets.
+
+A preset is a TOML file shipped inside a plugin's package::
+
+    description = "EDF on ImageNette, IPC 10 (paper Table 8)"
+    [distill]
+    matcher = "datm"
+    plugins = ["cpd", "dae"]
+    syn_steps = 40
+    ...
+
+Keys are option destinations (``syn_steps`` for ``--syn-steps``). A preset fills the defaults of
+the subcommand's parser, so every flag given on the command line still wins. TOML is read with the
+standard library and holds only plain values, so a preset file cannot run code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def register_folder(register, folder, prefix: str) -> None:
+    """Register every ``*.toml`` under ``folder`` as ``prefix/<relative path without .toml>``."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*.toml")):
+        name = f"{prefix}/{path.relative_to(folder).with_suffix('').as_posix()}"
+        values = read_preset(path)
+        description = values.pop("description", "")
+        register(name, values, description)
+
+
+def read_preset(path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"preset file {path} cannot be read ({exc}); fix or reinstall the plugin that ships it") from exc
+    unknown = [k for k, v in data.items() if k != "description" and not isinstance(v, dict)]
+    if unknown:
+        raise UsageError(f"preset file {path} has top-level keys {unknown}; put options under [distill], [buffer] or [eval]")
+    return data
+
+
+def check_preset(name: str, values: dict, parsers: dict) -> None:
+    """Every key must be an option of its subcommand: a typo in a preset must not pass silently."""
+    for command, options in values.items():
+        if command not in parsers:
+            raise UsageError(f"preset '{name}' has a section [{command}]; known sections: {', '.join(parsers)}")
+        dests = {a.dest for a in parsers[command]._actions}
+        bad = sorted(set(options) - dests)
+        if bad:
+            raise UsageError(f"preset '{name}' sets unknown {command} option(s) {', '.join(bad)}")
