@@ -1,0 +1,164 @@
+"""Every shipped preset loads, names only options that exist, and carries the published numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ddtoolbox.cli import build_parser
+from ddtoolbox.plugins import PluginManager
+from ddtoolbox.presets import check_preset, read_preset
+from ddtoolbox.testing import TOY_DISTILL
+from ddtoolbox_datm import PRESET_DIR
+
+#: options that only exist when ddtoolbox-edf (plugins cpd and dae) is installed
+EDF_PREFIXES = ("cpd_", "dae_")
+IMAGENET_SUBSETS = ("imagenette", "imagewoof", "imagemeow", "imageyellow", "imagefruit", "imagesquawk")
+COMP_DD = tuple(f"cdd-{c}-{d}" for c in ("bird", "dog", "car") for d in ("easy", "hard"))
+
+# The EDF paper's Table 8 (ImageNet subsets) and Table 11 (Comp-DD), transcribed independently of
+# the preset files: per IPC (cpd_alpha, dae_beta, dae_every, batch_syn, lr_img, lr_y); every row has
+# T = 10000 iterations and syn_steps 40.
+def _rows(y1, y10, y50, b10=1.0, b50=2.0):
+    return {1: (0.0, 1.0, 50, 1000, 10000, y1), 10: (0.25, b10, 100, 400, 1000, y10),
+            50: (0.375, b50, 200, 200, 100, y50)}
+
+
+PAPER = {
+    "imagenette": _rows(2.0, 2.0, 5.0), "imagewoof": _rows(2.0, 2.0, 5.0, b10=2.0, b50=1.0),
+    "imagemeow": _rows(3.0, 2.0, 5.0), "imageyellow": _rows(3.0, 3.0, 5.0),
+    "imagefruit": _rows(3.0, 2.0, 5.0), "imagesquawk": _rows(3.0, 3.0, 5.0),
+    "cdd-bird-easy": _rows(2.0, 3.0, 5.0), "cdd-bird-hard": _rows(2.0, 3.0, 5.0),
+    "cdd-dog-easy": _rows(2.0, 5.0, 5.0), "cdd-dog-hard": _rows(2.0, 2.0, 5.0),
+    "cdd-car-easy": _rows(3.0, 3.0, 5.0), "cdd-car-hard": _rows(3.0, 3.0, 5.0),
+}
+
+# DATM's published CIFAR-10 settings (reference-notes section 5)
+DATM_CIFAR10 = {
+    1: dict(syn_steps=80, expert_epochs=2, lr_img=100, lr_lr=1e-7, lr_y=5.0, batch_syn=10, threshold=1.1,
+            min_start_epoch=0, max_start_epoch=4, no_sequential_generation=True),
+    10: dict(syn_steps=80, expert_epochs=2, lr_img=100, lr_lr=1e-5, lr_y=2.0, batch_syn=100, threshold=1.0,
+             current_max_start_epoch=10, max_start_epoch=20, expansion_end_epoch=1000),
+    50: dict(syn_steps=80, expert_epochs=2, lr_img=1000, lr_lr=1e-5, lr_y=2.0, batch_syn=500,
+             current_max_start_epoch=20, max_start_epoch=40, expansion_end_epoch=2000),
+}
+
+
+@pytest.fixture(scope="module")
+def pm():
+    return PluginManager()
+
+
+@pytest.fixture(scope="module")
+def parsers(pm):
+    return build_parser(pm).commands
+
+
+def edf_installed(pm) -> bool:
+    return {"cpd", "dae"} <= set(pm.plugin_names())
+
+
+def ours(pm):
+    return {name: e for name, e in pm.presets.items() if e.plugin == "datm"}
+
+
+def test_every_file_is_registered(pm):
+    files = sorted(PRESET_DIR.rglob("*.toml"))
+    names = {f"{p.relative_to(PRESET_DIR).parts[0]}/{p.relative_to(PRESET_DIR / p.relative_to(PRESET_DIR).parts[0]).with_suffix('').as_posix()}" for p in files}
+    assert names == set(ours(pm))
+    assert len(names) == 3 + 3 * len(PAPER)
+    expected = {f"edf/{d}/ipc{i}" for d in PAPER for i in (1, 10, 50)} | {f"datm/cifar10/ipc{i}" for i in (1, 10, 50)}
+    assert names == expected
+    for f in files:
+        assert read_preset(f)["description"]
+
+
+def _check_value(action, key, value):
+    """The value must be what the option's own parser would produce."""
+    if action.const is not None and action.nargs == 0:        # store_true / store_false
+        assert isinstance(value, bool), key
+    elif action.dest == "plugins":
+        assert isinstance(value, list) and all(isinstance(v, str) for v in value), key
+    elif action.type is not None:
+        assert action.type(str(value)) == value, key
+    else:
+        assert isinstance(value, str), key
+
+
+def test_every_preset_names_only_known_options(pm, parsers):
+    edf = edf_installed(pm)
+    for name, entry in ours(pm).items():
+        for command, values in entry.obj.items():
+            assert command in parsers, (name, command)
+            actions = {a.dest: a for a in parsers[command]._actions}
+            for key, value in values.items():
+                if key not in actions and not edf and key.startswith(EDF_PREFIXES):
+                    continue        # validated when ddtoolbox-edf is installed
+                assert key in actions, f"preset {name} sets unknown {command} option {key}"
+                _check_value(actions[key], key, value)
+        if edf:
+            check_preset(name, entry.obj, parsers)
+
+
+def test_presets_are_consistent(pm):
+    for name, entry in ours(pm).items():
+        d, b = entry.obj["distill"], entry.obj["buffer"]
+        assert pm.matcher(d["matcher"]).name == "datm"
+        assert d["dataset"] == b["dataset"] and d["model"] == b["model"]
+        assert d["max_start_epoch"] + d["expert_epochs"] <= b["train_epochs"], name
+        assert 0 <= d["min_start_epoch"] < d.get("current_max_start_epoch", 1) <= d["max_start_epoch"], name
+        assert b["trainer"] == "ftd" and b["lr"] == 0.01 == d["lr_teacher"]
+        if edf_installed(pm):
+            for plugin in d.get("plugins", []):
+                assert plugin in pm.plugin_names()
+        if "ftd" in pm.trainers:
+            assert pm.trainer(b["trainer"]).name == "ftd"
+
+
+def test_edf_presets_match_the_paper_tables(pm):
+    presets = ours(pm)
+    for dataset, per_ipc in PAPER.items():
+        for ipc, (alpha, beta, k, batch, lr_img, lr_y) in per_ipc.items():
+            d = presets[f"edf/{dataset}/ipc{ipc}"].obj["distill"]
+            got = (d["cpd_alpha"], d["dae_beta"], d["dae_every"], d["batch_syn"], d["lr_img"], d["lr_y"])
+            assert got == (alpha, beta, k, batch, lr_img, lr_y), (dataset, ipc)
+            assert (d["ipc"], d["iterations"], d["syn_steps"], d["expert_epochs"]) == (ipc, 10000, 40, 2)
+            assert d["dataset"] == dataset and d["model"] == "ConvNetD5"
+            assert d["plugins"] == ["cpd", "dae"] and d["lr_lr"] == 1e-5
+            window = {1: (5, 10), 10: (10, 20), 50: (20, 40)}[ipc]
+            assert (d["current_max_start_epoch"], d["max_start_epoch"]) == window
+            assert 1.0 <= d["threshold"] <= 2.5
+
+
+def test_datm_presets_match_the_published_settings(pm):
+    presets = ours(pm)
+    for ipc, expected in DATM_CIFAR10.items():
+        d = presets[f"datm/cifar10/ipc{ipc}"].obj["distill"]
+        assert {k: d[k] for k in expected} == expected
+        assert (d["dataset"], d["model"], d["ipc"], d["iterations"]) == ("cifar10", "ConvNet", ipc, 10000)
+    assert "threshold" not in presets["datm/cifar10/ipc50"].obj["distill"]
+
+
+def test_presets_command_lists_and_shows(ddtool, pm):
+    r = ddtool("presets")
+    assert r.code == 0, r.err
+    assert "edf/imagenette/ipc10" in r.out and "datm/cifar10/ipc10" in r.out
+    shown = ["datm/cifar10/ipc1"] + ([f"edf/{d}/ipc{i}" for d in PAPER for i in (1, 10, 50)] if edf_installed(pm) else [])
+    for name in shown:
+        r = ddtool("presets", "--show", name)
+        assert r.code == 0, (name, r.err)
+    r = ddtool("presets", "--show", "datm/cifar10/ipc1")
+    assert "--threshold 1.1" in r.out and "--no-sequential-generation" in r.out and "--trainer ftd" in r.out
+
+
+def test_preset_fills_options_and_flags_win(ddtool, toy_dataset, toy_buffer, tmp_path):
+    # datm/cifar10/ipc1 on the toy set: dataset, sizes and lr_img overridden; the rest from the preset
+    r = ddtool("distill", "--preset", "datm/cifar10/ipc1", "--dataset", toy_dataset, "--buffer", toy_buffer,
+               "--out", tmp_path, *TOY_DISTILL, "--iterations", "1", "--syn-steps", "2", "--batch-syn", "4")
+    assert r.code == 0, r.err
+    args = json.loads((tmp_path / "metrics.json").read_text())["args"]
+    assert args["matcher"] == "datm" and args["syn_steps"] == 2 and args["batch_syn"] == 4
+    assert args["max_start_epoch"] == 3 and args["lr_img"] == 10.0          # TOY_DISTILL wins
+    assert args["lr_lr"] == 1e-7 and args["lr_y"] == 5.0 and args["threshold"] == 1.1
+    assert args["no_sequential_generation"] is True and args["eval_batch"] == 128

@@ -1,0 +1,125 @@
+"""cpd and dae through ``ddtool distill`` on the toy dataset and buffer (ddtoolbox.testing fixtures)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddtoolbox.testing import TOY_DISTILL
+
+
+def _distill(ddtool, toy_dataset, toy_buffer, out, *extra, iterations=3):
+    return ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", out,
+                  "--iterations", iterations, "--matcher", "mtt", *TOY_DISTILL, *extra)
+
+
+def _history(out):
+    return json.loads((Path(out) / "metrics.json").read_text())["history"]
+
+
+def _images(out):
+    return torch.load(Path(out) / "synthetic.pt", weights_only=True)["images"]
+
+
+def test_cpd_and_dae_together(ddtool, toy_dataset, toy_buffer, tmp_path):
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path, "--plugin", "cpd", "--plugin", "dae",
+                 "--cpd-alpha", "0.25", "--dae-every", "2", "--dae-beta", "2")
+    assert r.code == 0, r.err
+    assert "cpd" in r.out and "dae" in r.out
+    pngs = sorted(p.name for p in (tmp_path / "dae").glob("*.png"))
+    assert pngs == ["maps_final.png", "maps_it000000.png", "maps_it000002.png"]
+    hist = _history(tmp_path)
+    assert [h["iteration"] for h in hist if "dae_area" in h] == [0, 2]
+    assert all(0 < h["dae_area"] < 1 for h in hist if "dae_area" in h)
+    assert 0 < hist[-1]["dae_area_final"] < 1
+    # CPD logs the un-dropped loss; the reduced loss over the kept terms is larger
+    assert all(h["loss"] > h["cpd_full_loss"] for h in hist)
+    meta = torch.load(tmp_path / "synthetic.pt", weights_only=True)["meta"]
+    assert set(meta["plugins"]) == {"cpd", "dae", "mtt"}
+
+
+def test_cpd_alpha_zero_equals_no_plugin(ddtool, toy_dataset, toy_buffer, tmp_path):
+    base = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "base", iterations=2)
+    cpd0 = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "cpd0", "--plugin", "cpd", iterations=2)
+    assert base.code == 0 and cpd0.code == 0, (base.err, cpd0.err)
+    assert torch.equal(_images(tmp_path / "base"), _images(tmp_path / "cpd0"))
+    assert [h["loss"] for h in _history(tmp_path / "base")] == [h["loss"] for h in _history(tmp_path / "cpd0")]
+
+
+def test_dae_with_unit_weights_changes_nothing(ddtool, toy_dataset, toy_buffer, tmp_path):
+    """beta 0 and threshold 1: only each map's maximum (M = 1) is enhanced, to weight 0 + 1 = 1.
+
+    So the run must equal the plain run bit for bit: DAE draws nothing from the run's random
+    streams and touches nothing but the gradient.
+    """
+    base = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "base", iterations=2)
+    unit = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "unit", "--plugin", "dae", "--dae-beta", "0",
+                    "--dae-threshold", "1", "--dae-every", "1", iterations=2)
+    assert base.code == 0 and unit.code == 0, (base.err, unit.err)
+    assert torch.equal(_images(tmp_path / "base"), _images(tmp_path / "unit"))
+    active = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "dae", "--plugin", "dae", iterations=2)
+    assert active.code == 0, active.err
+    assert not torch.equal(_images(tmp_path / "base"), _images(tmp_path / "dae"))
+
+
+def test_dae_with_a_torchvision_model_and_class_map(ddtool, toy_dataset, toy_buffer, tmp_path, monkeypatch):
+    """A 1000-way torchvision ResNet-18 as G: each toy class is asked for its mapped output."""
+    import torchvision
+    from captum.attr import LayerGradCam
+
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    seen = []
+    original = LayerGradCam.attribute
+
+    def spy(self, inputs, target=None, **kw):
+        seen.append(target.tolist())
+        return original(self, inputs, target=target, **kw)
+
+    monkeypatch.setattr(LayerGradCam, "attribute", spy)
+    common = ("--plugin", "dae", "--dae-model", "resnet18", "--dae-weights", weights, "--dae-every", "5")
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "run", *common, "--dae-class-map", "5,17,300,999",
+                 "--dae-layer", "layer3", iterations=1)
+    assert r.code == 0, r.err
+    # TOY_DISTILL has --ipc 2: labels 0,0,1,1,2,2,3,3
+    assert seen[0] == [5, 5, 17, 17, 300, 300, 999, 999]
+    # without a class map, a 1000-way model is refused instead of silently using outputs 0..3
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "nomap", *common, iterations=1)
+    assert r.code == 2 and "--dae-class-map" in r.err
+
+
+@pytest.mark.parametrize("flags, option", [
+    (("--plugin", "cpd", "--cpd-alpha", "1.0"), "--cpd-alpha"),
+    (("--plugin", "cpd", "--cpd-alpha", "-0.5"), "--cpd-alpha"),
+    (("--plugin", "dae", "--dae-beta", "-1"), "--dae-beta"),
+    (("--plugin", "dae", "--dae-layer", "features.99"), "--dae-layer"),
+    (("--plugin", "dae", "--dae-every", "0"), "--dae-every"),
+    (("--plugin", "dae", "--dae-threshold", "2"), "--dae-threshold"),
+    (("--plugin", "dae", "--dae-model", "notanet"), "--dae-model"),
+    (("--plugin", "dae", "--dae-model", "resnet18"), "--dae-weights"),
+    (("--plugin", "dae", "--dae-model", "resnet18", "--dae-weights", "/nonexistent/r18.pt"), "--dae-weights"),
+    (("--plugin", "dae", "--dae-expert", "7"), "--dae-expert"),
+    (("--plugin", "dae", "--dae-class-map", "1,2"), "--dae-class-map"),
+])
+def test_bad_options_exit_2_with_one_line(ddtool, toy_dataset, toy_buffer, tmp_path, flags, option):
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path, *flags, iterations=1)
+    assert r.code == 2, (r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and option in lines[0], r.err
+    assert not (tmp_path / "synthetic.pt").exists()
+
+
+def test_corrupt_weights_file(ddtool, toy_dataset, toy_buffer, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02 definitely not a checkpoint")
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "out", "--plugin", "dae", "--dae-model", "resnet18",
+                 "--dae-weights", bad, iterations=1)
+    assert r.code == 2 and "corrupt" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_options_are_listed(ddtool):
+    r = ddtool("plugins")
+    assert r.code == 0
+    assert "--cpd-alpha" in r.out and "--dae-beta" in r.out and "--dae-class-map" in r.out

@@ -1,0 +1,109 @@
+"""FTD: flat (GSAM) expert trajectories and the FTD matcher with an EMA of the synthetic images.
+
+Installed as the ``ftd`` plugin (entry point group ``ddtoolbox``).
+
+* ``ddtool buffer --trainer ftd [--rho 0.01] [--gsam-alpha 0.3]`` trains flat experts.
+* ``ddtool distill --matcher ftd [--ema-decay 0.999]`` matches like MTT and keeps an exponential
+  moving average of the images. The run writes ``synthetic.pt`` (raw images, plus the average
+  under ``ema_images``) and ``synthetic_ema.pt`` (the average as a synthetic set of its own), so
+  ``ddtool eval --synthetic OUT/synthetic_ema.pt`` evaluates it on fresh networks.
+"""
+
+from __future__ import annotations
+
+from ddtoolbox import hookimpl
+from ddtoolbox.errors import UsageError
+
+from .gsam import adaptive_perturbation, gsam_direction, gsam_step_factory
+from .matcher import EMA, FTD
+
+__version__ = "0.1.0"
+__all__ = ["EMA", "FTD", "adaptive_perturbation", "gsam_direction", "gsam_step_factory", "EMA_FILE"]
+
+#: the EMA images as a synthetic set of their own, beside ``synthetic.pt``
+EMA_FILE = "synthetic_ema.pt"
+
+
+@hookimpl
+def register_matchers(register):
+    register(FTD)
+
+
+@hookimpl
+def register_trainers(register):
+    register("ftd", gsam_step_factory, "flat experts: SGD wrapped in GSAM (FTD; DATM and EDF train experts so)")
+
+
+@hookimpl
+def add_options(command, parser):
+    from ddtoolbox.cli import non_negative_float
+
+    if command == "buffer":
+        parser.add_argument("--rho", type=non_negative_float, default=0.01,
+                            help="ftd trainer: GSAM perturbation radius (default 0.01, every published run)")
+        parser.add_argument("--gsam-alpha", type=non_negative_float, default=0.3,
+                            help="ftd trainer: weight of the removed orthogonal gradient part (default 0.3, DATM/EDF)")
+    elif command == "distill":
+        parser.add_argument("--ema-decay", type=non_negative_float, default=0.999,
+                            help="ftd matcher: decay d of the image average e <- d*e + (1-d)*x (default 0.999)")
+
+
+def _matcher(run) -> FTD:
+    if not isinstance(run.matcher, FTD):
+        raise UsageError(
+            f"the ftd plugin adds the EMA of the images to --matcher ftd only, not to '{run.args.matcher}'; "
+            f"drop --plugin ftd (flat experts come from 'ddtool buffer --trainer ftd')"
+        )
+    return run.matcher
+
+
+@hookimpl
+def on_run_start(run):
+    _matcher(run).start_ema(run.images.detach())
+
+
+@hookimpl
+def on_iteration(run):
+    matcher = _matcher(run)
+    matcher.after_step(run.images.detach())
+    a = run.args
+    every = getattr(a, "eval_every", 0)
+    if every and ((run.iteration + 1) % every == 0 or run.iteration == a.iterations - 1):
+        result = evaluate_ema(run)
+        run.log(eval_ema_mean=result["mean"], eval_ema_std=result["std"])
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"iteration {run.iteration + 1}: EMA images accuracy {result['mean'] * 100:.2f} ± "
+                   f"{result['std'] * 100:.2f}% (fresh networks)")
+
+
+def evaluate_ema(run) -> dict:
+    """The standard protocol on the EMA images: fresh networks, never the one trained on the raw images."""
+    from ddtoolbox.augment import DSA
+    from ddtoolbox.data import load_dataset
+    from ddtoolbox.evaluate import EvalConfig, evaluate_set
+
+    a = run.args
+    test_set = load_dataset(a.dataset, "test", a.data_root)
+    cfg = EvalConfig(run.buffer.meta["model"], run.buffer.meta["model_options"], a.eval_epochs, a.eval_batch,
+                     augment=DSA())
+    return evaluate_set(cfg, run.matcher.ema.value.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
+                        a.eval_runs, run.device, soft=bool(run.matcher.learn_targets),
+                        progress=not getattr(a, "quiet", False), desc="eval EMA")
+
+
+@hookimpl
+def on_run_end(run):
+    """Write the EMA images as ``synthetic_ema.pt`` (same format as ``synthetic.pt``) and a picture."""
+    from ddtoolbox.io import load_tensors, save_tensors
+    from ddtoolbox.viz import save_image_grid
+
+    matcher = _matcher(run)
+    record = load_tensors(run.out_dir / "synthetic.pt", "synthetic set", "re-run the distillation")
+    for key in ("ema_images", "ema_decay", "ema_steps"):
+        record.pop(key, None)
+    record["images"] = matcher.ema.value.detach().cpu().clone()
+    record["meta"] = {**record["meta"], "variant": "ema", "ema_decay": matcher.ema.decay,
+                      "ema_steps": matcher.ema.steps, "raw_images": "synthetic.pt"}
+    save_tensors(run.out_dir / EMA_FILE, record)
+    save_image_grid(run.out_dir / "synthetic_ema.png", record["images"], record["labels"], run.info)

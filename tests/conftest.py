@@ -1,0 +1,1 @@
+"""Fixtures come from ddtoolbox.testing (a pytest plugin installed with ddtoolbox)."""
