@@ -352,6 +352,7 @@ def build_parser(pm: PluginManager) -> Parser:
 
     p = sub.add_parser("presets", help="list the published settings that --preset accepts")
     p.add_argument("--show", default=None, metavar="NAME", help="print one preset as ddtool options")
+    p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("plugins", help="list matchers, trainers, plugins and their options")
