@@ -190,7 +190,7 @@ def cmd_distill(args, pm):
 def cmd_eval(args, pm):
     from .augment import DSA
     from .data import load_dataset
-    from .evaluate import EvalConfig, evaluate_set, format_result, load_synthetic, random_real
+    from .evaluate import EvalConfig, evaluate_set, format_result, load_synthetic
     from .io import write_json
     from .runtime import resolve_device, seed_everything
 
@@ -226,7 +226,7 @@ def cmd_eval(args, pm):
         cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
         result = evaluate_set(cfg, None, None, args.lr or 0.01, test_set, args.eval_runs, device,
                               progress=not args.quiet, desc="eval random",
-                              sampler=lambda r: random_real(train_set, args.random_ipc, generator))
+                              sampler=lambda r: train_set.sample_per_class(args.random_ipc, generator))
         what = f"random real images, IPC {args.random_ipc} of {test_set.info.name}"
     print(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks")
     if args.json:

@@ -86,19 +86,6 @@ def evaluate_set(cfg: EvalConfig, images, targets, lr: float, test_set, runs: in
     return summarise(accs)
 
 
-def random_real(train_set, ipc: int, generator: torch.Generator):
-    """``ipc`` random real images per class: the baseline every distilled set must beat."""
-    xs, ys = [], []
-    for c in range(train_set.info.num_classes):
-        pool = train_set.class_indices(c)
-        if len(pool) < ipc:
-            raise UsageError(f"class {c} has only {len(pool)} training images, fewer than --random-ipc {ipc}")
-        pick = pool[torch.randperm(len(pool), generator=generator)[:ipc]]
-        xs.append(train_set.images[pick])
-        ys.append(torch.full((ipc,), c, dtype=torch.long))
-    return torch.cat(xs), torch.cat(ys)
-
-
 def load_synthetic(path) -> dict:
     """Load and check a ``synthetic.pt`` written by ``ddtool distill``."""
     from .io import load_tensors

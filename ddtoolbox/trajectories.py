@@ -188,7 +188,8 @@ def train_experts(*, out, train_set, test_set, model: str, model_options: dict, 
         meta["num_params"] = int(snapshots[0].numel())
         meta["experts"].append({"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)})
         write_json(meta_path, meta)
-        bar.write(f"expert {e}: test accuracy {acc * 100:.2f}% ({time.time() - start:.0f} s)")
+        if progress:
+            bar.write(f"expert {e}: test accuracy {acc * 100:.2f}% ({time.time() - start:.0f} s)")
     bar.close()
     return Buffer.open(out)
 

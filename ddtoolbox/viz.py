@@ -7,22 +7,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from .data import denormalize
 from .io import atomic_write
 
 MIN_TILE = 64     # small images (28 px) are enlarged so a person can see them
 LABEL_WIDTH = 90  # left margin for the class names
 
 
-def to_pixels(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """Undo the dataset normalisation and clamp to [0, 1] for display."""
-    m = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images.detach().cpu() * s + m).clamp(0, 1)
-
-
 def grid_image(images, labels, info, max_per_class: int = 10, overlay=None) -> Image.Image:
     """Arrange images as rows by class; ``overlay`` (N, 1, H, W) in [0, 1] is blended in red."""
-    pixels = to_pixels(images, info.mean, info.std)
+    pixels = denormalize(images.detach().cpu(), info).clamp(0, 1)
     if pixels.shape[1] == 1:
         pixels = pixels.expand(-1, 3, -1, -1)
     if overlay is not None:

@@ -118,3 +118,13 @@ class TensorDataset:
         picked = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
         order = torch.sort(picked).values.to(self.labels.device)
         return TensorDataset(self.images[order], self.labels[order], self.info)
+
+    def sample_per_class(self, ipc: int, generator: torch.Generator | int) -> tuple[Tensor, Tensor]:
+        """``ipc`` random images of every class, grouped by class in class order.
+
+        The starting point of a synthetic set and the random-real-images baseline are the same
+        draw, so both use this.
+        """
+        sub = self.subset(n_per_class=ipc, generator=generator)
+        order = torch.sort(sub.labels, stable=True).indices
+        return sub.images[order], sub.labels[order]

@@ -14,7 +14,6 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
 
 
 class Matcher:
@@ -37,16 +36,7 @@ class Matcher:
 
     def initial_images(self, ipc: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``ipc`` random real images per class and their class ids, classes in order."""
-        images, labels = [], []
-        ds = self.train_set
-        for c in range(ds.info.num_classes):
-            pool = ds.class_indices(c)
-            if len(pool) < ipc:
-                raise UsageError(f"class {c} has only {len(pool)} training images, fewer than --ipc {ipc}; lower --ipc")
-            pick = pool[torch.randperm(len(pool), generator=generator)[:ipc]]
-            images.append(ds.images[pick])
-            labels.append(torch.full((ipc,), c, dtype=torch.long))
-        return torch.cat(images), torch.cat(labels)
+        return self.train_set.sample_per_class(ipc, generator)
 
     def initial_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """What the inner loss compares the student's logits with (hard labels for MTT)."""

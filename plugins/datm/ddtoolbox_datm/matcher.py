@@ -132,6 +132,7 @@ class DATM(MTT):
         logits = torch.cat([expert_logits(self.label_models(), images[i:i + CHUNK].to(self.device))
                             for i in range(0, len(images), CHUNK)], dim=1)
         targets, _ = mean_correct_logits(logits, labels.to(logits.device))
+        self._label_models = None       # the core asks once; do not hold the experts through the run
         return targets.detach()
 
     def inner_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Set up ddtoolbox from nothing (Python 3.11 and pip are enough) and run the demo or the tests.
+#
+#   ./dev.sh demo [ddtool demo options]   set up, then buffer + distil + evaluate Fashion-MNIST
+#   ./dev.sh test [pytest options]        set up, then run the test suite
+#   ./dev.sh setup                        only set up
+#
+# Setting up means: a virtual environment in .venv (or $DDTOOL_VENV), the tested package versions
+# from requirements/tested.txt, ddtoolbox and every plugin under plugins/ installed editable, and
+# the Fashion-MNIST files (Debian package dataset-fashion-mnist) unless $DDTOOL_DATA points at a
+# copy. Each step is skipped when it is already done, so rerunning is cheap.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${DDTOOL_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+setup_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "dev.sh: creating virtual environment $VENV" >&2
+        "$PY" -m venv "$VENV"
+    fi
+    local plugins stamp want
+    plugins=$(find plugins -mindepth 2 -maxdepth 2 -name setup.cfg -printf '%h\n' 2>/dev/null | sort)
+    want=$(cat requirements/tested.txt setup.cfg pyproject.toml $(for p in $plugins; do echo "$p/setup.cfg"; done) | sha256sum | cut -d' ' -f1)
+    stamp="$VENV/.ddtoolbox-installed"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, pytest)" >&2
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/tested.txt
+        local editable=(-e .)
+        for p in $plugins; do editable+=(-e "$p"); done
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/tested.txt "${editable[@]}"
+        echo "$want" > "$stamp"
+    fi
+}
+
+setup_data() {
+    if [ -n "${DDTOOL_DATA:-}" ] || [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+        return
+    fi
+    echo "dev.sh: installing Fashion-MNIST (Debian package dataset-fashion-mnist)" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+        echo "dev.sh: cannot install Fashion-MNIST here; put its four IDX .gz files in a folder and set DDTOOL_DATA to it" >&2
+        exit 2
+    fi
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    setup) setup_python; setup_data ;;
+    demo)  setup_python; setup_data; exec "$VENV/bin/ddtool" demo "$@" ;;
+    test)  setup_python; setup_data; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
