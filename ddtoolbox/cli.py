@@ -86,7 +86,7 @@ def model_options(args) -> dict:
 
 
 def add_distill_options(p):
-    g = p.add_argument_group("distillation (MTT defaults, reference-notes section 2)")
+    g = p.add_argument_group("distillation (defaults: MTT's published settings)")
     g.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
     g.add_argument("--ipc", type=int, default=1, help="synthetic images per class (default 1)")
     g.add_argument("--matcher", default="mtt", help="trajectory matcher (default mtt; see 'ddtool plugins')")
@@ -108,16 +108,23 @@ def add_distill_options(p):
     g.add_argument("--lr-teacher", type=positive_float, default=None, help="initial student lr (default: the experts' lr)")
     g.add_argument("--batch-syn", type=int, default=None, help="synthetic images per student step (default all)")
     g.add_argument("--no-dsa", action="store_true", help="no differentiable augmentation in the unroll")
+    g.add_argument("--unroll", choices=("full", "checkpointed", "auto"), default="auto",
+                   help="full keeps every student step's graph (fastest); checkpointed keeps only the step "
+                        "parameters and recomputes one step at a time in the backward pass (exact, memory flat "
+                        "in --syn-steps, ~1.5x the compute); auto (default) picks full where it fits in memory")
+    g.add_argument("--tf32", action="store_true",
+                   help="allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, ~1e-3 relative precision)")
     g.add_argument("--eval-every", type=non_negative_int, default=0, help="evaluate every N iterations and at the end (0: never)")
-    add_eval_protocol(p, default_runs=3)
+    add_eval_protocol(p, default_runs=3, short=False)
 
 
-def add_eval_protocol(p, default_runs=5):
-    g = p.add_argument_group("evaluation protocol (reference-notes section 7)")
-    g.add_argument("--eval-runs", "--runs", dest="eval_runs", type=positive_int, default=default_runs,
-                   help=f"fresh networks to train and test (default {default_runs})")
-    g.add_argument("--eval-epochs", "--epochs", dest="eval_epochs", type=positive_int, default=1000,
-                   help="training epochs per network (default 1000)")
+def add_eval_protocol(p, default_runs=5, short=True):
+    """The standard protocol's knobs; ``eval`` also accepts the short ``--runs``/``--epochs``."""
+    g = p.add_argument_group("evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)")
+    g.add_argument("--eval-runs", *(["--runs"] if short else []), dest="eval_runs", type=positive_int,
+                   default=default_runs, help=f"fresh networks to train and test (default {default_runs})")
+    g.add_argument("--eval-epochs", *(["--epochs"] if short else []), dest="eval_epochs", type=positive_int,
+                   default=1000, help="training epochs per network (default 1000)")
     g.add_argument("--eval-batch", type=positive_int, default=256, help="training batch (default 256)")
 
 
@@ -291,6 +298,12 @@ def _as_flags(values: dict) -> list[str]:
     return flags
 
 
+def cmd_bench_speed(args, pm):
+    from .speed import cmd_bench_speed as run
+
+    run(args, pm)
+
+
 def cmd_demo(args, pm):
     from .demo import run_demo
 
@@ -349,6 +362,23 @@ def build_parser(pm: PluginManager) -> Parser:
     add_common(p)
     pm.add_options("eval", p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench-speed", help="time and memory of one distillation iteration per unroll mode")
+    p.add_argument("--channels", type=positive_int, default=1, help="image channels (default 1)")
+    p.add_argument("--size", type=positive_int, default=28, help="image side in pixels (default 28)")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="classes (default 10)")
+    p.add_argument("--ipc", type=positive_int, default=10, help="images per class (default 10)")
+    p.add_argument("--batch-syn", type=positive_int, default=None, help="images per student step (default all)")
+    p.add_argument("--syn-steps", type=positive_int, default=20, help="student steps (default 20)")
+    p.add_argument("--modes", nargs="+", choices=("full", "checkpointed"), default=["full", "checkpointed"])
+    p.add_argument("--iterations", type=positive_int, default=3, help="timed iterations (median; default 3)")
+    p.add_argument("--no-dsa", action="store_true", help="no augmentation")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 on Ampere+ GPUs")
+    p.add_argument("--results", default="benchmarks/speed-results.jsonl",
+                   help="JSON-lines file to append to (default benchmarks/speed-results.jsonl; '' for none)")
+    add_model_options(p)
+    add_common(p)
+    p.set_defaults(func=cmd_bench_speed)
 
     p = sub.add_parser("presets", help="list the published settings that --preset accepts")
     p.add_argument("--show", default=None, metavar="NAME", help="print one preset as ddtool options")

@@ -16,7 +16,7 @@ from .augment import DSA
 from .errors import PluginError, UsageError
 from .io import save_tensors, write_json
 from .models import FlatModel, load_flat
-from .unroll import unroll
+from .unroll import choose_unroll, graph_bytes_per_step
 from .viz import save_image_grid
 
 #: smallest learned student lr; MTT's lr is a free parameter and can otherwise go negative and diverge
@@ -45,6 +45,7 @@ class Run:
     segment: dict = field(default_factory=dict)   #: expert and start epoch of the current iteration
     history: list = field(default_factory=list)   #: one dict of logged numbers per logging point
     plugins: list = field(default_factory=list)   #: names of the active plugins
+    unroll_mode: str = "full"                     #: how the student unroll keeps its graph
 
     def log(self, **values) -> None:
         """Add numbers for the current iteration to the metrics JSON."""
@@ -103,11 +104,12 @@ def combine_weights(results, like: torch.Tensor):
 def distill(args, plugin_manager, *, progress: bool = True, evaluator=None) -> Run:
     """Distil a synthetic set as ``args`` says, write it under ``args.out`` and return the run."""
     from .data import load_dataset
-    from .runtime import resolve_device, seed_everything
+    from .runtime import configure_backends, resolve_device, seed_everything
     from .trajectories import Buffer
 
     check_args(args)
     device = resolve_device(args.device)
+    configure_backends(device, args.tf32)
     generator = seed_everything(args.seed)
     buffer = Buffer.open(args.buffer)
     train_set = load_dataset(args.dataset, "train", args.data_root)
@@ -130,9 +132,14 @@ def distill(args, plugin_manager, *, progress: bool = True, evaluator=None) -> R
     student = FlatModel(buffer.make_model().to(device))
     augment = None if args.no_dsa else DSA()
 
+    unroll, run_mode = choose_unroll(
+        args.unroll, args.syn_steps, device=device,
+        bytes_per_step=lambda: graph_bytes_per_step(student, buffer.trajectory(0)[0].to(device), images, targets,
+                                                    syn_lr, batch_syn, matcher.inner_loss, augment))
     out = Path(args.out)
     run = Run(args=args, out_dir=out, device=device, info=train_set.info, buffer=buffer, matcher=matcher,
-              images=images, labels=labels, targets=targets, syn_lr=syn_lr, plugins=active)
+              images=images, labels=labels, targets=targets, syn_lr=syn_lr, plugins=active,
+              unroll_mode=run_mode)
     opt_img = torch.optim.SGD([images], lr=args.lr_img, momentum=0.5)
     opt_lr = torch.optim.SGD([syn_lr], lr=args.lr_lr, momentum=0.5)
     opt_y = torch.optim.SGD([targets], lr=args.lr_y, momentum=0.9) if matcher.learn_targets else None
@@ -202,7 +209,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "matcher": a.matcher, "plugins": list(run.plugins), "iterations": a.iterations,
             "syn_steps": a.syn_steps, "expert_epochs": a.expert_epochs, "seed": a.seed,
             "buffer": str(run.buffer.path), "seconds": round(seconds, 2),
-            "soft_labels": bool(run.matcher.learn_targets),
+            "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
         },
     }
     if run.matcher.learn_targets:

@@ -64,3 +64,136 @@ def unroll(student: FlatModel, theta0: torch.Tensor, images: torch.Tensor, targe
         grad, = torch.autograd.grad(loss, theta, create_graph=True)
         theta = theta - syn_lr * grad
     return theta, trace
+
+
+class _CheckpointedUnroll(torch.autograd.Function):
+    """The same unroll, keeping only each step's parameters; the backward recomputes one step at a time.
+
+    Forward: each step's gradient is taken without a graph, so memory holds the ``steps`` parameter
+    vectors (``steps x P`` floats) instead of every step's activations. Backward: for k = N-1 .. 0,
+    rebuild step k's graph from the saved ``theta_k`` (same batch, replayed augmentation) and push
+    ``dL/dtheta_{k+1}`` through it, which yields ``dL/dtheta_k`` and step k's share of the
+    gradients of the images, targets and lr. This is the full unroll's chain rule, term for term
+    (no Hessian term is dropped, unlike TESLA's constant-memory approximation).
+    """
+
+    @staticmethod
+    def forward(ctx, theta0, images, targets, syn_lr, student, loss_fn, augment, trace):
+        thetas = [theta0.detach()]
+        theta = thetas[0]
+        with torch.enable_grad():
+            for k in range(len(trace.indices)):
+                grad = _step_grad(student, theta.detach().requires_grad_(True), images.detach(),
+                                  targets.detach(), loss_fn, augment, trace, k, create_graph=False)
+                theta = theta - syn_lr.detach() * grad
+                thetas.append(theta)
+        ctx.student, ctx.loss_fn, ctx.augment, ctx.trace = student, loss_fn, augment, trace
+        ctx.thetas = thetas[:-1]
+        ctx.save_for_backward(images, targets, syn_lr)
+        return theta.detach()
+
+    @staticmethod
+    def backward(ctx, grad_theta_n):
+        images, targets, syn_lr = ctx.saved_tensors
+        wanted = [t.requires_grad for t in (images, targets, syn_lr)]
+        leaves = [t.detach().requires_grad_(w) for t, w in zip((images, targets, syn_lr), wanted)]
+        totals = [torch.zeros_like(t) if w else None for t, w in zip(leaves, wanted)]
+        v = grad_theta_n
+        for k in reversed(range(len(ctx.thetas))):
+            with torch.enable_grad():
+                theta_k = ctx.thetas[k].requires_grad_(True)
+                g = _step_grad(ctx.student, theta_k, leaves[0], leaves[1], ctx.loss_fn, ctx.augment, ctx.trace,
+                               k, create_graph=True)
+                theta_next = theta_k - leaves[2] * g
+                inputs = [theta_k] + [leaf for leaf, w in zip(leaves, wanted) if w]
+                grads = torch.autograd.grad(theta_next, inputs, grad_outputs=v, allow_unused=True)
+            v = grads[0]
+            rest = iter(grads[1:])
+            for i, w in enumerate(wanted):
+                if w:
+                    part = next(rest)
+                    if part is not None:
+                        totals[i] += part
+            ctx.thetas[k] = None  # free as we go
+        return (None, *totals, None, None, None, None)
+
+
+def _step_grad(student, theta, images, targets, loss_fn, augment, trace, k, create_graph):
+    """Gradient of the inner loss at step ``k`` of ``trace`` (batch and augmentation replayed)."""
+    idx = trace.indices[k]
+    x = images[idx]
+    if augment is not None:
+        x, _ = augment(x, params=trace.aug_params[k])
+    loss = loss_fn(student(theta, x), targets[idx])
+    grad, = torch.autograd.grad(loss, theta, create_graph=create_graph)
+    return grad
+
+
+def draw_trace(n_images: int, batch_syn: int, steps: int, images: torch.Tensor, augment) -> UnrollTrace:
+    """Draw every step's batch and augmentation parameters up front, for a replaying unroll."""
+    trace = UnrollTrace(batch_schedule(n_images, batch_syn, steps, images.device))
+    if augment is not None:
+        with torch.no_grad():
+            for idx in trace.indices:
+                trace.aug_params.append(augment(images[idx].detach())[1])
+    return trace
+
+
+def unroll_checkpointed(student: FlatModel, theta0: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
+                        syn_lr: torch.Tensor, steps: int, batch_syn: int, loss_fn: Callable, augment=None,
+                        trace: UnrollTrace | None = None) -> tuple[torch.Tensor, UnrollTrace]:
+    """:func:`unroll` with memory that does not grow with ``steps`` (beyond ``steps x P`` floats)."""
+    if trace is None:
+        trace = draw_trace(images.shape[0], batch_syn, steps, images, augment)
+    theta_n = _CheckpointedUnroll.apply(theta0, images, targets, syn_lr, student, loss_fn, augment, trace)
+    return theta_n, trace
+
+
+def graph_bytes_per_step(student: FlatModel, theta0, images, targets, syn_lr, batch_syn, loss_fn, augment) -> int:
+    """Bytes the full unroll keeps alive for one step: what its autograd graph saves.
+
+    Counted with saved-tensor hooks, so it works on any device without allocator statistics; the
+    full unroll's memory is about ``steps`` times this.
+    """
+    total = 0
+    seen = set()
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.dtype, t.shape)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unroll(student, theta0, images, targets, syn_lr, 1, batch_syn, loss_fn, augment)
+    return total
+
+
+UNROLL_MODES = ("full", "checkpointed", "auto")
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory the unroll may still use: CUDA's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: assume it fits
+
+
+def choose_unroll(mode: str, steps: int, bytes_per_step: Callable[[], int], device: torch.device,
+                  headroom: float = 0.8) -> tuple[Callable, str]:
+    """The unroll function for ``mode``; ``auto`` keeps the faster full unroll where it fits."""
+    if mode == "full":
+        return unroll, "full"
+    if mode == "checkpointed":
+        return unroll_checkpointed, "checkpointed"
+    need = steps * bytes_per_step()
+    if need > headroom * free_memory_bytes(device):
+        return unroll_checkpointed, f"checkpointed (auto: full unroll needs ~{need / 2**30:.1f} GiB)"
+    return unroll, f"full (auto: ~{need / 2**30:.2f} GiB fits)"

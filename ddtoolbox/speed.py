@@ -1,0 +1,147 @@
+"""``ddtool bench-speed``: time, memory and FLOP throughput of one distillation iteration.
+
+Figures for a given problem shape (dataset shape, model, IPC, batch_syn, syn_steps) and each unroll
+mode, on random data and parameters, so no dataset or buffer is needed. The achieved FLOP rate
+(the step's FLOPs counted by ``torch.utils.flop_counter`` over measured time) shows how far a
+configuration is from the hardware's limit. Results are printed and appended to a JSON-lines file
+with the device, software versions and date, so numbers from different machines stay comparable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import __version__
+from .augment import DSA
+from .io import atomic_write
+from .models import FlatModel, create_model
+from .runtime import configure_backends, describe_device
+from .unroll import unroll, unroll_checkpointed
+
+MODES = {"full": unroll, "checkpointed": unroll_checkpointed}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def one_iteration(fn, student, theta0, theta_star, images, labels, lr, steps, batch_syn, augment):
+    theta_n, _ = fn(student, theta0, images, labels, lr, steps, batch_syn, F.cross_entropy, augment)
+    loss = ((theta_n - theta_star) ** 2).sum() / ((theta0 - theta_star) ** 2).sum()
+    loss.backward()
+    images.grad = None
+    lr.grad = None
+
+
+def cpu_peak_bytes(run) -> int:
+    """Peak extra host memory of ``run()``, from the profiler's allocation events in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    current = peak = 0
+    for e in events:
+        current += e.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+def measure(mode, *, channels, size, num_classes, model, model_options, ipc, batch_syn, syn_steps,
+            device, iterations=3, warmup=1, dsa=True, seed=0) -> dict:
+    torch.manual_seed(seed)
+    net = create_model(model, channels, num_classes, size, **model_options).to(device)
+    student = FlatModel(net)
+    theta0 = student.flatten()
+    theta_star = theta0 + 0.01 * torch.randn_like(theta0)
+    n = ipc * num_classes
+    images = torch.randn(n, channels, size, size, device=device, requires_grad=True)
+    labels = torch.arange(num_classes, device=device).repeat_interleave(ipc)
+    lr = torch.tensor(0.01, device=device, requires_grad=True)
+    augment = DSA() if dsa else None
+    batch_syn = batch_syn or n
+    fn = MODES[mode]
+
+    def run():
+        one_iteration(fn, student, theta0, theta_star, images, labels, lr, syn_steps, batch_syn, augment)
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    flops = counter.get_total_flops()
+    for _ in range(warmup):
+        run()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    for _ in range(iterations):
+        _sync(device)
+        t = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = cpu_peak_bytes(run)
+    seconds = statistics.median(times)
+    return {
+        "mode": mode, "seconds_per_iteration": seconds, "peak_memory_bytes": int(peak),
+        "gflop_per_iteration": flops / 1e9, "achieved_tflops": flops / seconds / 1e12,
+        "params": student.num_params, "images": n,
+    }
+
+
+def environment(device) -> dict:
+    import kornia
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": describe_device(device), "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "torch": torch.__version__, "kornia": kornia.__version__,
+        "ddtoolbox": __version__, "cuda": torch.version.cuda,
+    }
+
+
+def append_results(path, rows: list[dict]) -> None:
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    new = b"".join((json.dumps(r) + "\n").encode() for r in rows)
+    atomic_write(path, lambda fh: fh.write(old + new))
+
+
+def cmd_bench_speed(args, pm) -> None:
+    from .runtime import resolve_device
+
+    device = resolve_device(args.device)
+    configure_backends(device, args.tf32)
+    opts = {"width": args.width, "norm": args.norm, "pooling": args.pooling}
+    if args.depth is not None:
+        opts["depth"] = args.depth
+    env = environment(device)
+    config = {"channels": args.channels, "size": args.size, "num_classes": args.num_classes, "model": args.model,
+              "model_options": opts, "ipc": args.ipc, "batch_syn": args.batch_syn, "syn_steps": args.syn_steps,
+              "dsa": not args.no_dsa, "tf32": args.tf32}
+    print(f"bench-speed on {env['device']}: {args.model} {opts}, {args.channels}x{args.size}x{args.size}, "
+          f"IPC {args.ipc} x {args.num_classes} classes, batch_syn {args.batch_syn or 'all'}, {args.syn_steps} steps")
+    rows = []
+    for mode in args.modes:
+        r = measure(mode, channels=args.channels, size=args.size, num_classes=args.num_classes, model=args.model,
+                    model_options=opts, ipc=args.ipc, batch_syn=args.batch_syn, syn_steps=args.syn_steps,
+                    device=device, iterations=args.iterations, dsa=not args.no_dsa, seed=args.seed)
+        print(f"  {mode:<13} {r['seconds_per_iteration'] * 1000:9.1f} ms/iteration   peak {r['peak_memory_bytes'] / 2**20:9.1f} MiB   "
+              f"{r['gflop_per_iteration']:8.1f} GFLOP -> {r['achieved_tflops'] * 1000:.1f} GFLOP/s achieved")
+        rows.append({**env, **config, **r})
+    if args.results:
+        append_results(args.results, rows)
+        print(f"appended to {args.results}")

@@ -1,0 +1,93 @@
+"""The memory-saving unroll: the full unroll's gradients exactly, with memory flat in syn_steps."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ddtoolbox.unroll as unroll_mod
+from ddtoolbox.augment import DSA
+from ddtoolbox.evaluate import soft_cross_entropy
+from ddtoolbox.models import FlatModel, create_model
+from ddtoolbox.speed import cpu_peak_bytes
+from ddtoolbox.testing import TOY_DISTILL
+from ddtoolbox.unroll import choose_unroll, unroll, unroll_checkpointed
+
+
+def _problem(dtype=torch.float64, size=8, width=4):
+    torch.manual_seed(0)
+    student = FlatModel(create_model("ConvNet", 1, 3, (size, size), width=width, depth=2).to(dtype))
+    theta_0 = student.flatten()
+    theta_star = theta_0 + 0.1 * torch.randn_like(theta_0)
+    images = torch.randn(6, 1, size, size, dtype=dtype, requires_grad=True)
+    soft = torch.randn(6, 3, dtype=dtype, requires_grad=True)
+    lr = torch.tensor(0.05, dtype=dtype, requires_grad=True)
+    return student, theta_0, theta_star, images, soft, lr
+
+
+def _grads(fn, student, theta_0, theta_star, images, soft, lr, trace=None, steps=5):
+    theta_n, trace = fn(student, theta_0, images, soft, lr, steps, 4, soft_cross_entropy, DSA(), trace=trace)
+    loss = ((theta_n - theta_star) ** 2).sum() / ((theta_0 - theta_star) ** 2).sum()
+    grads = torch.autograd.grad(loss, (images, soft, lr))
+    return theta_n.detach(), grads, trace
+
+
+def test_checkpointed_gradients_equal_the_full_unroll():
+    problem = _problem()
+    theta_c, grads_c, trace = _grads(unroll_checkpointed, *problem)
+    theta_f, grads_f, _ = _grads(unroll, *problem, trace=trace)
+    assert torch.allclose(theta_c, theta_f, rtol=0, atol=1e-12)
+    for name, gc, gf in zip(("images", "soft labels", "lr"), grads_c, grads_f):
+        assert gf.abs().sum() > 0, name
+        rel = ((gc - gf).norm() / gf.norm()).item()
+        assert rel < 1e-10, f"{name}: relative error {rel}"
+
+
+def test_checkpointed_hard_labels_and_frozen_lr():
+    """Inputs that need no gradient get none, and the others are still exact."""
+    student, theta_0, theta_star, images, _, lr = _problem()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    frozen = lr.detach()
+    out = {}
+    trace = None
+    for fn in (unroll_checkpointed, unroll):
+        theta_n, trace = fn(student, theta_0, images, labels, frozen, 3, 6, F.cross_entropy, DSA(), trace=trace)
+        out[fn] = torch.autograd.grad(((theta_n - theta_star) ** 2).sum(), images)[0]
+    assert torch.allclose(out[unroll_checkpointed], out[unroll], rtol=1e-10, atol=0)
+
+
+def test_checkpointed_memory_does_not_grow_with_steps():
+    student, theta_0, theta_star, images, soft, lr = _problem(torch.float32, size=16, width=16)
+
+    def peak(fn, steps):
+        def run():
+            theta_n, _ = fn(student, theta_0, images, soft, lr, steps, 6, soft_cross_entropy, DSA())
+            ((theta_n - theta_star) ** 2).sum().backward()
+        return cpu_peak_bytes(run)
+
+    full = [peak(unroll, s) for s in (2, 16)]
+    ckpt = [peak(unroll_checkpointed, s) for s in (2, 16)]
+    assert full[1] > 4 * full[0], full  # the full unroll's graph grows with the steps ...
+    params = theta_0.numel() * 4
+    assert ckpt[1] - ckpt[0] < 14 * params + 0.25 * ckpt[0], ckpt  # ... the checkpointed one holds only thetas
+    assert ckpt[1] < full[1] / 3
+
+
+def test_auto_picks_checkpointed_only_when_full_does_not_fit(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(unroll_mod, "free_memory_bytes", lambda device: 10 * 2**30)
+    assert choose_unroll("auto", 20, lambda: 2**20, cpu)[0] is unroll
+    assert choose_unroll("auto", 20, lambda: 2**30, cpu)[0] is unroll_checkpointed
+    assert choose_unroll("full", 20, lambda: 2**40, cpu)[0] is unroll
+    assert choose_unroll("checkpointed", 20, lambda: 1, cpu)[0] is unroll_checkpointed
+
+
+def test_distill_modes_agree(ddtool, toy_dataset, toy_buffer, tmp_path):
+    images = {}
+    for mode in ("full", "checkpointed"):
+        r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path / mode,
+                   "--iterations", "2", *TOY_DISTILL, "--unroll", mode)
+        assert r.code == 0, r.err
+        record = torch.load(tmp_path / mode / "synthetic.pt", weights_only=True)
+        assert record["meta"]["unroll"] == mode
+        images[mode] = record["images"]
+    assert torch.allclose(images["full"], images["checkpointed"], rtol=1e-4, atol=1e-5)
