@@ -3,6 +3,7 @@
 import torch
 
 import ddtoolbox.distill as distill_mod
+import ddtoolbox.unroll as unroll_mod
 from ddtoolbox import hookimpl
 from ddtoolbox.augment import DSA
 from ddtoolbox.distill import reduce_loss
@@ -94,19 +95,20 @@ def test_loop_loss_is_eq1_of_the_sampled_segment(toy_dataset, toy_buffer, tmp_pa
     from ddtoolbox.plugins import PluginManager
 
     thetas = []
-    real_unroll = distill_mod.unroll
+    real_unroll = unroll_mod.unroll
 
     def recording_unroll(*args, **kwargs):
         theta_n, trace = real_unroll(*args, **kwargs)
         thetas.append(theta_n.detach().clone())
         return theta_n, trace
 
-    monkeypatch.setattr(distill_mod, "unroll", recording_unroll)
+    monkeypatch.setattr(unroll_mod, "unroll", recording_unroll)
     pm = PluginManager()
     capture = Capture()
     pm.pm.register(capture, name="capture")
     args = build_parser(pm).parse_args(["distill", "--dataset", toy_dataset, "--buffer", toy_buffer,
-                                        "--out", str(tmp_path), "--iterations", "3", *TOY_DISTILL])
+                                        "--out", str(tmp_path), "--iterations", "3", "--unroll", "full",
+                                        *TOY_DISTILL])
     args.plugins = ["capture"]
     distill_mod.distill(args, pm, progress=False)
 

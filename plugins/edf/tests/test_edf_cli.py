@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddtoolbox.testing import TOY_DISTILL
+from ddtoolbox.testing import TOY_DISTILL, run_cli
 
 
 def _distill(ddtool, toy_dataset, toy_buffer, out, *extra, iterations=3):
@@ -20,6 +20,15 @@ def _history(out):
 
 def _images(out):
     return torch.load(Path(out) / "synthetic.pt", weights_only=True)["images"]
+
+
+@pytest.fixture(scope="module")
+def base_run(toy_dataset, toy_buffer, tmp_path_factory):
+    """A plain MTT run of 2 iterations, the reference for the bit-for-bit comparisons."""
+    out = tmp_path_factory.mktemp("edf-base")
+    r = _distill(run_cli, toy_dataset, toy_buffer, out, iterations=2)
+    assert r.code == 0, r.err
+    return out
 
 
 def test_cpd_and_dae_together(ddtool, toy_dataset, toy_buffer, tmp_path):
@@ -39,28 +48,26 @@ def test_cpd_and_dae_together(ddtool, toy_dataset, toy_buffer, tmp_path):
     assert set(meta["plugins"]) == {"cpd", "dae", "mtt"}
 
 
-def test_cpd_alpha_zero_equals_no_plugin(ddtool, toy_dataset, toy_buffer, tmp_path):
-    base = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "base", iterations=2)
+def test_cpd_alpha_zero_equals_no_plugin(ddtool, toy_dataset, toy_buffer, tmp_path, base_run):
     cpd0 = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "cpd0", "--plugin", "cpd", iterations=2)
-    assert base.code == 0 and cpd0.code == 0, (base.err, cpd0.err)
-    assert torch.equal(_images(tmp_path / "base"), _images(tmp_path / "cpd0"))
-    assert [h["loss"] for h in _history(tmp_path / "base")] == [h["loss"] for h in _history(tmp_path / "cpd0")]
+    assert cpd0.code == 0, cpd0.err
+    assert torch.equal(_images(base_run), _images(tmp_path / "cpd0"))
+    assert [h["loss"] for h in _history(base_run)] == [h["loss"] for h in _history(tmp_path / "cpd0")]
 
 
-def test_dae_with_unit_weights_changes_nothing(ddtool, toy_dataset, toy_buffer, tmp_path):
+def test_dae_with_unit_weights_changes_nothing(ddtool, toy_dataset, toy_buffer, tmp_path, base_run):
     """beta 0 and threshold 1: only each map's maximum (M = 1) is enhanced, to weight 0 + 1 = 1.
 
     So the run must equal the plain run bit for bit: DAE draws nothing from the run's random
     streams and touches nothing but the gradient.
     """
-    base = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "base", iterations=2)
     unit = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "unit", "--plugin", "dae", "--dae-beta", "0",
                     "--dae-threshold", "1", "--dae-every", "1", iterations=2)
-    assert base.code == 0 and unit.code == 0, (base.err, unit.err)
-    assert torch.equal(_images(tmp_path / "base"), _images(tmp_path / "unit"))
+    assert unit.code == 0, unit.err
+    assert torch.equal(_images(base_run), _images(tmp_path / "unit"))
     active = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "dae", "--plugin", "dae", iterations=2)
     assert active.code == 0, active.err
-    assert not torch.equal(_images(tmp_path / "base"), _images(tmp_path / "dae"))
+    assert not torch.equal(_images(base_run), _images(tmp_path / "dae"))
 
 
 def test_dae_with_a_torchvision_model_and_class_map(ddtool, toy_dataset, toy_buffer, tmp_path, monkeypatch):
