@@ -95,6 +95,11 @@ def ddtool():
 @pytest.fixture(scope="session")
 def toy_buffer(toy_dataset, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("toy-buffer")
-    result = run_cli("buffer", "--dataset", toy_dataset, "--out", out, *TOY_BUFFER)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: extra threads only add overhead (and spin on busy CPUs)
+    try:
+        result = run_cli("buffer", "--dataset", toy_dataset, "--out", out, *TOY_BUFFER)
+    finally:
+        torch.set_num_threads(before)
     assert result.code == 0, result.err
     return str(out)
