@@ -18,7 +18,6 @@ it does the same for the final images (``dae/maps_final.png``, ``dae_area_final`
 from __future__ import annotations
 
 import sys
-import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -35,8 +34,9 @@ DEFAULT_EVERY = 100
 BETA_WARN = 5.0
 
 
-class DAEWarning(UserWarning):
-    """A DAE setting that runs but is known to hurt (e.g. a very large --dae-beta)."""
+def warn(message: str) -> None:
+    """One line on stderr, in the style of ddtool's one-line errors (the run goes on)."""
+    print(f"ddtool: warning: {message}", file=sys.stderr)
 
 
 @hookimpl
@@ -116,8 +116,8 @@ def check_options(args) -> tuple[float, int, object]:
     if not beta >= 0:
         raise UsageError(f"--dae-beta must be >= 0, e.g. 1 (got {args.dae_beta})")
     if beta > BETA_WARN:
-        warnings.warn(f"--dae-beta {beta:g} is above {BETA_WARN:g}; the paper (Table 6a, Appendix C.3) shows that "
-                      f"large enhancement factors distort the images", DAEWarning, stacklevel=2)
+        warn(f"--dae-beta {beta:g} is above {BETA_WARN:g}; the paper (Table 6a, Appendix C.3) shows that "
+             f"large enhancement factors distort the images (best: 1-2)")
     every = args.dae_every
     if not isinstance(every, int) or every < 1:
         raise UsageError(f"--dae-every must be an integer >= 1 (got {every})")
@@ -197,14 +197,14 @@ def on_pixel_grad(run, grad, images):
     it = run.iteration
     if state.maps is None or (it % state.every == 0 and state.maps_iteration != it):
         state.maps = refresh(run, state, images, f"it{it:06d}")
-        state.weights = M.dae_weights(state.maps, state.beta, state.threshold).to(grad.dtype)
+        state.weights = M.dae_weights(state.maps, state.beta, state.threshold).to(images.dtype)
         state.maps_iteration = it
         values = {"dae_area": M.discriminative_area(state.maps).mean().item()}
         if state.threshold != "mean":
             values["dae_enhanced"] = M.discriminative_area(state.maps, state.threshold).mean().item()
         run.log(**values)
     if grad is None:
-        print("dae: the images have no gradient this iteration; nothing to reweight", file=sys.stderr)
+        warn("dae: the images have no gradient this iteration; nothing to reweight")
         return
     grad.mul_(state.weights)
 

@@ -296,10 +296,12 @@ def test_bad_beta(bad, option):
         dae.check_options(args)
 
 
-def test_large_beta_warns():
-    args = SimpleNamespace(dae_beta=10.0, dae_every=10, dae_threshold="mean")
-    with pytest.warns(dae.DAEWarning, match="--dae-beta 10"):
-        dae.check_options(args)
+def test_large_beta_warns_in_one_line(capsys):
+    dae.check_options(SimpleNamespace(dae_beta=5.0, dae_every=10, dae_threshold="mean"))
+    assert capsys.readouterr().err == ""
+    dae.check_options(SimpleNamespace(dae_beta=10.0, dae_every=10, dae_threshold="mean"))
+    err = capsys.readouterr().err
+    assert err.startswith("ddtool: warning: --dae-beta 10 is above 5") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("value, ok", [("mean", "mean"), ("MEAN", "mean"), ("0.5", 0.5), ("1", 1.0),
