@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddtoolbox.errors import UsageError
+from ddtoolbox.io import load_tensors
 
 #: maps are computed in chunks of this many images (bounds the memory of one Grad-CAM pass)
 CHUNK = 128
@@ -238,14 +239,8 @@ def load_torchvision_model(arch: str, weights) -> nn.Module:
         raise UsageError(f"--dae-model {arch} needs --dae-weights FILE (a state dict saved with "
                          f"torch.save(model.state_dict(), FILE)); nothing is downloaded")
     path = Path(weights)
-    if not path.is_file():
-        raise UsageError(f"--dae-weights file {path} does not exist; give the path of a saved {arch} state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise UsageError(f"--dae-weights file {path} is corrupt or not a tensor file ({reason}); "
-                         f"save it with torch.save(model.state_dict(), FILE)") from exc
+    state = load_tensors(path, "--dae-weights",
+                         f"give the path of a {arch} state dict saved with torch.save(model.state_dict(), FILE)")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
