@@ -24,9 +24,9 @@ setup_python() {
     want=$(cat requirements/tested.txt setup.cfg pyproject.toml $(for p in $plugins; do echo "$p/setup.cfg"; done) | sha256sum | cut -d' ' -f1)
     stamp="$VENV/.ddtoolbox-installed"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, pytest)" >&2
+        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest)" >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/tested.txt
-        local editable=(-e .)
+        local editable=(-e ".[plots]")
         for p in $plugins; do editable+=(-e "$p"); done
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/tested.txt "${editable[@]}"
         echo "$want" > "$stamp"

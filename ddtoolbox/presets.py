@@ -53,3 +53,19 @@ def check_preset(name: str, values: dict, parsers: dict) -> None:
         bad = sorted(set(options) - dests)
         if bad:
             raise UsageError(f"preset '{name}' sets unknown {command} option(s) {', '.join(bad)}")
+
+
+def as_flags(values: dict) -> list[str]:
+    """Option destinations and values as command-line flags (``{"syn_steps": 20}`` -> ``--syn-steps 20``)."""
+    flags = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "plugins":
+            flags += [x for v in value for x in ("--plugin", str(v))]
+        elif value is True:
+            flags.append(flag)
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        elif value is not False and value is not None:
+            flags += [flag, str(value)]
+    return flags

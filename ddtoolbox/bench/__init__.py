@@ -1,0 +1,59 @@
+"""``ddtool bench SPEC``: run a datasets x IPCs x methods grid and render the results table.
+
+See :mod:`ddtoolbox.bench.spec` for the spec format, :mod:`.runner` for how cells are run and
+resumed, and :mod:`.report` for the table and plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def add_parser(sub, add_common) -> None:
+    p = sub.add_parser("bench", help="run a benchmark grid from a spec file and render its table",
+                       description="Run every cell (dataset x IPC x method) of a benchmark spec that is not done "
+                                   "yet, then write table.md, table.csv and plot.png. Rerunning skips finished "
+                                   "cells; an interrupted cell is rerun from scratch.")
+    p.add_argument("spec", help="benchmark spec (TOML; see docs/evaluation.md and benchmarks/*/spec.toml)")
+    p.add_argument("--out", default=None, help="results folder (default: the spec's folder)")
+    p.add_argument("--method", dest="methods", action="append", default=None, metavar="NAME",
+                   help="run only this method's cells (repeatable); the table still shows every finished cell")
+    p.add_argument("--render-only", action="store_true", help="run nothing; redraw the table and plot")
+    p.add_argument("--dry-run", action="store_true", help="print the cells still to run and stop")
+    add_common(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args, pm, execute=None) -> None:
+    from ..cli import build_parser
+    from ..speed import environment
+    from ..runtime import resolve_device
+    from .report import render
+    from .runner import BenchRunner, cell_result, cells_of, run_in_subprocess
+    from .spec import check_spec, read_spec
+
+    spec = read_spec(args.spec)
+    check_spec(spec, build_parser(pm).commands)
+    out = Path(args.out) if args.out else spec.path.parent
+    unknown = sorted(set(args.methods or ()) - {m.name for m in spec.methods})
+    if unknown:
+        raise UsageError(f"--method {unknown[0]} is not in {spec.path}; its methods: {', '.join(m.name for m in spec.methods)}")
+    if args.dry_run:
+        todo = [c for c in cells_of(spec) if cell_result(out, c) is None
+                and (args.methods is None or c.method.name in args.methods)]
+        print(f"{len(todo)} cell(s) to run in {out}:" if todo else f"every cell is done in {out}")
+        for cell in todo:
+            print(f"  {cell}")
+        return
+    if not args.render_only:
+        device = resolve_device(args.device)
+        common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
+        if args.data_root:
+            common += ["--data-root", args.data_root]
+        runner = BenchRunner(spec, out, common, environment(device), execute or run_in_subprocess,
+                             progress=not args.quiet)
+        runner.run(set(args.methods) if args.methods else None)
+    written = render(spec, out)
+    print("wrote " + ", ".join(str(p) for p in written.values()))

@@ -1,0 +1,151 @@
+"""Turn a benchmark's cell results into the paper's kind of table (Markdown, CSV) and a plot.
+
+The table follows the paper's Table 1: one row per method, one column per dataset and IPC,
+``mean ± std`` in percent, the best mean of each column in bold, and a last row with the recovery
+ratio (best distilled accuracy / full-data accuracy) when full-data results exist. Missing cells
+show as ``-`` so a partly finished benchmark can be looked at while it runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..io import atomic_write, read_json
+from .runner import cell_result, cells_of
+from .spec import Spec
+
+
+def collect(spec: Spec, out: Path) -> dict:
+    """``{(dataset, ipc, method): result}`` for the finished cells, and the full-data results."""
+    cells = {(c.dataset, c.ipc, c.method.name): r for c in cells_of(spec) if (r := cell_result(out, c)) is not None}
+    full = {}
+    for dataset in spec.datasets:
+        path = out / "full" / dataset / "result.json"
+        if path.is_file():
+            full[dataset] = read_json(path, "full-data result", f"delete {path.parent} to rerun it")["result"]
+    return {"cells": cells, "full": full}
+
+
+def _pct(result) -> str:
+    return f"{result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}"
+
+
+def markdown_table(spec: Spec, results: dict) -> str:
+    cells, full = results["cells"], results["full"]
+    columns = [(d, ipc) for d in spec.datasets for ipc in spec.ipcs]
+    best = {}
+    for col in columns:
+        means = [(cells[(*col, m.name)]["mean"], m.name) for m in spec.methods if (*col, m.name) in cells]
+        if means:
+            best[col] = max(means)[1]
+    multi = len(spec.datasets) > 1
+    head = ["Method"] + [f"{d} IPC {ipc}" if multi else f"IPC {ipc}" for d, ipc in columns]
+    rows = []
+    for m in spec.methods:
+        row = [m.name]
+        for col in columns:
+            r = cells.get((*col, m.name))
+            text = "-" if r is None else _pct(r)
+            row.append(f"**{text}**" if r is not None and best.get(col) == m.name else text)
+        rows.append(row)
+    if full:
+        rows.append(["Full data"] + [_pct(full[d]) if d in full else "-" for d, _ in columns])
+        ratio = []
+        for col in columns:
+            d = col[0]
+            if d in full and col in best:
+                ratio.append(f"{cells[(*col, best[col])]['mean'] / full[d]['mean'] * 100:.1f}%")
+            else:
+                ratio.append("-")
+        rows.append(["Recovery ratio (best / full)"] + ratio)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(spec: Spec, results: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["dataset", "ipc", "method", "mean", "std", "runs", "recovery", "device", "date", "seconds"])
+    for c in cells_of(spec):
+        r = results["cells"].get((c.dataset, c.ipc, c.method.name))
+        if r is None:
+            continue
+        full = results["full"].get(c.dataset)
+        recovery = f"{r['mean'] / full['mean']:.4f}" if full else ""
+        writer.writerow([c.dataset, c.ipc, c.method.name, f"{r['mean']:.4f}", f"{r['std']:.4f}", len(r["runs"]),
+                         recovery, r.get("device", ""), r.get("date", ""), r.get("seconds", "")])
+    return buf.getvalue()
+
+
+def plot(spec: Spec, results: dict, path: Path) -> Path | None:
+    """Accuracy against IPC, a line per method and a panel per dataset; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cells, full = results["cells"], results["full"]
+    fig, axes = plt.subplots(1, len(spec.datasets), figsize=(5 * len(spec.datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], spec.datasets):
+        for m in spec.methods:
+            points = [(ipc, cells[(dataset, ipc, m.name)]) for ipc in spec.ipcs if (dataset, ipc, m.name) in cells]
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1]["mean"] * 100 for p in points],
+                            yerr=[p[1]["std"] * 100 for p in points], marker="o", capsize=3, label=m.name)
+        if dataset in full:
+            ax.axhline(full[dataset]["mean"] * 100, color="grey", linestyle="--", label="full data")
+        ax.set_xscale("log")
+        ax.set_xticks(spec.ipcs, [str(i) for i in spec.ipcs])
+        ax.set_xlabel("images per class")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(spec.title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def provenance(spec: Spec, results: dict) -> str:
+    """Where, when and with what the numbers were made: every cell's record has it; this sums it up."""
+    records = list(results["cells"].values()) + list(results["full"].values())
+    if not records:
+        return ""
+    cells = results["cells"]
+
+    def distinct(key):
+        return ", ".join(sorted({str(r.get(key)) for r in cells.values() if r.get(key) is not None})) or "-"
+
+    dates = sorted(r["date"][:10] for r in cells.values() if r.get("date"))
+    lines = ["## Provenance", "",
+             f"- spec: `{spec.path.name}`; rerun with `ddtool bench {spec.path.name}` (finished cells are kept)",
+             f"- device: {distinct('device')} (host {distinct('host')})",
+             f"- dates: {dates[0]} to {dates[-1]}" if dates else "- dates: -",
+             f"- software: Python {distinct('python')}, torch {distinct('torch')}, kornia {distinct('kornia')}, "
+             f"ddtoolbox {distinct('ddtoolbox')}",
+             f"- time: {sum(r.get('seconds', 0) for r in cells.values()) / 60:.1f} min over {len(cells)} cells",
+             "- every cell's exact commands, per-network accuracies and timing: `cells/<dataset>/ipc<N>/<method>/result.json`"]
+    return "\n".join(lines) + "\n"
+
+
+def render(spec: Spec, out: Path) -> dict:
+    """Write table.md, table.csv and plot.png under ``out``; return what was written."""
+    results = collect(spec, out)
+    done, total = len(results["cells"]), len(cells_of(spec))
+    text = f"# {spec.title}\n\n{markdown_table(spec, results)}\n"
+    text += f"Mean ± std of test accuracy (%) over fresh networks; {done} of {total} cells finished.\n\n"
+    text += provenance(spec, results)
+    written = {"markdown": atomic_write(out / "table.md", lambda fh: fh.write(text.encode())),
+               "csv": atomic_write(out / "table.csv", lambda fh: fh.write(csv_table(spec, results).encode()))}
+    png = plot(spec, results, out / "plot.png")
+    if png is not None:
+        written["plot"] = png
+    return written

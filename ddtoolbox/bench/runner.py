@@ -1,0 +1,162 @@
+"""Run a benchmark grid cell by cell, so that an interrupted benchmark loses at most one cell.
+
+Layout under the output folder::
+
+    buffers/<dataset>/               one expert buffer per dataset ('ddtool buffer --resume')
+    full/<dataset>/result.json       full-data accuracy, when the spec has [full]
+    cells/<dataset>/ipc<N>/<method>/ run/ (distill output), eval.json, log.txt, result.json
+
+A cell counts as done exactly when its ``result.json`` exists; it is written last and atomically.
+A cell folder without one is the remains of an interrupted run: it is wiped and run again, never
+half-counted. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
+tests do), so one cell's plugins, RNG or crash cannot leak into the next.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from ..errors import UsageError
+from ..io import read_json, write_json
+from ..presets import as_flags
+from .spec import Method, Spec
+
+#: ``execute(argv, log_path)`` runs ``ddtool argv`` and raises on failure.
+Executor = Callable[[list[str], Path], None]
+
+#: buffer options that the random baseline's fresh networks must share with the distilled ones
+MODEL_KEYS = ("model", "width", "depth", "norm", "pooling")
+
+
+def run_in_subprocess(argv: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"$ ddtool {shlex.join(argv)}\n")
+        fh.flush()
+        code = subprocess.call([sys.executable, "-m", "ddtoolbox.cli", *argv], stdout=fh, stderr=subprocess.STDOUT)
+    if code == 130:
+        raise KeyboardInterrupt
+    if code != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise UsageError(f"'ddtool {argv[0]}' failed (exit {code}): {tail[0]}; full log in {log}")
+
+
+@dataclass
+class Cell:
+    dataset: str
+    ipc: int
+    method: Method
+
+    def folder(self, out: Path) -> Path:
+        return out / "cells" / self.dataset / f"ipc{self.ipc}" / self.method.slug
+
+    def __str__(self):
+        return f"{self.dataset} IPC {self.ipc} {self.method.name}"
+
+
+def cells_of(spec: Spec) -> list[Cell]:
+    return [Cell(d, ipc, m) for d in spec.datasets for ipc in spec.ipcs for m in spec.methods]
+
+
+def cell_result(out: Path, cell: Cell) -> dict | None:
+    path = cell.folder(out) / "result.json"
+    return read_json(path, "cell result", "delete the cell folder to rerun it") if path.is_file() else None
+
+
+class BenchRunner:
+    def __init__(self, spec: Spec, out, common: list[str], environment: dict,
+                 execute: Executor = run_in_subprocess, progress: bool = True):
+        self.spec, self.out, self.common = spec, Path(out), list(common)
+        self.environment, self.execute, self.progress = environment, execute, progress
+
+    # ------------------------------------------------------------------ steps
+
+    def buffer_dir(self, dataset: str) -> Path:
+        return self.out / "buffers" / dataset
+
+    def ensure_buffer(self, dataset: str) -> None:
+        folder = self.buffer_dir(dataset)
+        if (folder / ".complete").is_file():
+            return
+        argv = ["buffer", "--dataset", dataset, "--out", str(folder), "--resume", *as_flags(self.spec.buffer),
+                *self.common]
+        self.execute(argv, self.out / "buffers" / f"{dataset}.log")
+        (folder / ".complete").write_text("buffer finished\n")
+
+    def ensure_full(self, dataset: str) -> dict | None:
+        """Full-data accuracy of the buffer's architecture, trained once per dataset."""
+        if self.spec.full is None:
+            return None
+        folder = self.out / "full" / dataset
+        result = folder / "result.json"
+        if not result.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            model = {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS}
+            argv = ["train-full", "--dataset", dataset, *as_flags({**model, **self.spec.full}),
+                    "--json", str(folder / "train-full.json"), *self.common]
+            start = time.time()
+            self.execute(argv, folder / "log.txt")
+            record = read_json(folder / "train-full.json", "train-full result", f"see {folder / 'log.txt'}")
+            write_json(result, {"dataset": dataset, "command": "ddtool " + shlex.join(argv),
+                                "seconds": round(time.time() - start, 1), **self.environment, "result": record})
+        return read_json(result, "full-data result", f"delete {folder} to rerun it")
+
+    def run_cell(self, cell: Cell) -> dict:
+        folder = cell.folder(self.out)
+        if folder.exists():  # an interrupted earlier attempt: start the cell from scratch
+            shutil.rmtree(folder)
+        log, commands, start = folder / "log.txt", [], time.time()
+        eval_json = folder / "eval.json"
+        eval_flags = as_flags(self.spec.eval_options(cell.ipc))
+        if cell.method.random:
+            model = as_flags({k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS})
+            commands.append(["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
+                             "--json", str(eval_json), *self.common])
+        else:
+            self.ensure_buffer(cell.dataset)
+            run_dir = folder / "run"
+            plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
+            commands.append(["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
+                             "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
+                             "--matcher", cell.method.matcher, *plugins,
+                             *as_flags(self.spec.distill_options(cell.ipc, cell.method)), *self.common])
+            commands.append(["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
+                             "--json", str(eval_json), *self.common])
+        for argv in commands:
+            self.execute(argv, log)
+        evaluation = read_json(eval_json, "evaluation result", f"see {log}")
+        record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
+                  "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
+                  "commands": ["ddtool " + shlex.join(a) for a in commands],
+                  "seconds": round(time.time() - start, 1), **self.environment}
+        write_json(folder / "result.json", record)
+        return record
+
+    # ------------------------------------------------------------------ the grid
+
+    def run(self, only: set[str] | None = None, log=tqdm.write) -> list[dict]:
+        cells = [c for c in cells_of(self.spec) if only is None or c.method.name in only]
+        todo = [c for c in cells if cell_result(self.out, c) is None]
+        if len(todo) < len(cells):
+            log(f"{len(cells) - len(todo)} of {len(cells)} cells already done in {self.out}; running the other {len(todo)}")
+        for dataset in self.spec.datasets:
+            full = self.ensure_full(dataset)
+            if full is not None:
+                log(f"{dataset}: full-data accuracy {full['result']['mean'] * 100:.2f}%")
+        records = []
+        bar = tqdm(todo, desc="bench", unit="cell", disable=not self.progress)
+        for cell in bar:
+            bar.set_postfix_str(str(cell))
+            record = self.run_cell(cell)
+            records.append(record)
+            log(f"{cell}: {record['mean'] * 100:.2f} ± {record['std'] * 100:.2f}% ({record['seconds']:.0f} s)")
+        return records

@@ -1,0 +1,194 @@
+"""``ddtool bench``: spec checking, the grid, skip-on-rerun, interrupted cells, the table."""
+
+from pathlib import Path
+
+import pytest
+
+from ddtoolbox.bench.report import csv_table, markdown_table, render
+from ddtoolbox.bench.runner import BenchRunner, cells_of
+from ddtoolbox.bench.spec import Method, check_spec, read_spec
+from ddtoolbox.cli import build_parser
+from ddtoolbox.errors import UsageError
+from ddtoolbox.plugins import PluginManager
+from ddtoolbox.testing import run_cli
+
+TOY_SPEC = """
+[bench]
+title = "toy"
+datasets = ["{dataset}"]
+ipcs = [1, 2]
+
+[buffer]
+num_experts = 2
+train_epochs = 4
+width = 8
+batch_size = 32
+lr = 0.05
+
+[distill]
+iterations = 2
+syn_steps = 3
+expert_epochs = 1
+max_start_epoch = 3
+lr_img = 10
+
+[eval]
+eval_runs = 2
+eval_epochs = 3
+
+[ipc.2.eval]
+eval_runs = 1
+
+[methods.random]
+random = true
+
+[methods.MTT]
+matcher = "mtt"
+"""
+
+
+class Recorder:
+    """An in-process executor that remembers what ran and can fail on a chosen command."""
+
+    def __init__(self, interrupt_on=None):
+        self.calls, self.interrupt_on = [], interrupt_on
+
+    def __call__(self, argv, log: Path):
+        self.calls.append(list(argv))
+        if self.interrupt_on and self.interrupt_on(argv):
+            raise KeyboardInterrupt
+        result = run_cli(*argv)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            fh.write(result.out + result.err)
+        if result.code != 0:
+            raise UsageError(result.err.strip())
+
+
+@pytest.fixture
+def toy_spec(tmp_path, toy_dataset):
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset))
+    return read_spec(path)
+
+
+def runner(spec, execute):
+    return BenchRunner(spec, spec.path.parent, ["--device", "cpu", "--quiet"], {"device": "cpu", "date": "2026-11-26"},
+                       execute, progress=False)
+
+
+def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_spec):
+    out = toy_spec.path.parent
+    first = Recorder()
+    records = runner(toy_spec, first).run(log=lambda *_: None)
+    assert len(records) == 4
+    assert sum(c[0] == "buffer" for c in first.calls) == 1           # one buffer serves every cell
+    assert sum(c[0] == "distill" for c in first.calls) == 2
+    assert all((c.folder(out) / "result.json").is_file() for c in cells_of(toy_spec))
+    ipc2 = [c for c in cells_of(toy_spec) if c.ipc == 2 and c.method.name == "MTT"][0]
+    assert len(runner(toy_spec, Recorder()).run(log=lambda *_: None)) == 0
+
+    # an interrupted cell: its eval dies, leaving run/ but no result.json
+    (ipc2.folder(out) / "result.json").unlink()
+    dying = Recorder(interrupt_on=lambda argv: argv[0] == "eval")
+    with pytest.raises(KeyboardInterrupt):
+        runner(toy_spec, dying).run(log=lambda *_: None)
+    assert (ipc2.folder(out) / "run" / "synthetic.pt").is_file()
+    assert not (ipc2.folder(out) / "result.json").exists()
+    stale = ipc2.folder(out) / "stale-marker"
+    stale.write_text("left by the interrupted attempt")
+
+    again = Recorder()
+    redone = runner(toy_spec, again).run(log=lambda *_: None)
+    assert [(r["ipc"], r["method"]) for r in redone] == [(2, "MTT")]
+    assert [c[0] for c in again.calls] == ["distill", "eval"]          # the buffer is reused
+    assert not stale.exists()                                           # the cell started from scratch
+
+    written = render(toy_spec, out)
+    table = written["markdown"].read_text()
+    assert "| random |" in table and "| MTT |" in table
+    assert table.count("**") == 2 * 2                                   # one bold best per column
+    assert "4 of 4 cells finished" in table and "device: cpu" in table
+    assert len(written["csv"].read_text().strip().splitlines()) == 1 + 4
+    assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_random_cell_uses_the_buffers_architecture(toy_spec):
+    rec = Recorder()
+    random_cell = [c for c in cells_of(toy_spec) if c.method.random][0]
+    runner(toy_spec, rec).run_cell(random_cell)
+    (argv,) = rec.calls
+    assert argv[:2] == ["eval", "--random-ipc"]
+    assert argv[argv.index("--width") + 1] == "8"
+    assert argv[argv.index("--eval-runs") + 1] == "2"
+
+
+def test_per_ipc_overrides_and_method_options_win(toy_spec):
+    mtt = Method("MTT", "mtt", ["cpd"], {"iterations": 7})
+    assert toy_spec.distill_options(2, mtt)["iterations"] == 7
+    assert toy_spec.eval_options(2)["eval_runs"] == 1 and toy_spec.eval_options(1)["eval_runs"] == 2
+
+
+def _result(mean, std=0.01):
+    return {"mean": mean, "std": std, "runs": [mean]}
+
+
+def test_table_bolds_the_best_and_computes_the_recovery_ratio(toy_spec):
+    d = toy_spec.datasets[0]
+    results = {"cells": {(d, 1, "random"): _result(0.5), (d, 1, "MTT"): _result(0.8),
+                         (d, 2, "random"): _result(0.6)},
+               "full": {d: _result(0.9)}}
+    table = markdown_table(toy_spec, results)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "**80.00 ± 1.00**" in rows["MTT"] and "**" not in rows["random"].split("|")[2]
+    assert "**60.00 ± 1.00**" in rows["random"]                         # the only finished cell is the best
+    assert rows["MTT"].split("|")[3].strip() == "-"                      # unfinished cells show as '-'
+    ratio = rows["Recovery ratio (best / full)"].split("|")
+    assert ratio[2].strip() == "88.9%" and ratio[3].strip() == "66.7%"   # 0.8 / 0.9 and 0.6 / 0.9
+    csv_rows = csv_table(toy_spec, results).strip().splitlines()
+    assert csv_rows[1].startswith(f"{d},1,random,0.5000,0.0100,1,0.5556")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\n[distil]\n", "unknown section"),
+    ("[bench]\ndatasets=['a']\nipcs=[0]\n[methods.x]\nmatcher='mtt'\n", "ipcs"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n", "no [methods"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nplugins=['cpd']\n", "needs matcher"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nrandom=true\nmatcher='mtt'\n", "random baseline"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\n[ipc.one.eval]\n", "[ipc.one]"),
+    ("[bench\n", "cannot be read"),
+])
+def test_malformed_specs_are_named(tmp_path, text, message):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        read_spec(path)
+
+
+def test_option_typos_fail_before_anything_runs(toy_spec, tmp_path):
+    parsers = build_parser(PluginManager()).commands
+    check_spec(toy_spec, parsers)
+    bad = toy_spec.path.read_text().replace("syn_steps = 3", "syn_step = 3")
+    path = tmp_path / "typo.toml"
+    path.write_text(bad)
+    with pytest.raises(UsageError, match="syn_step"):
+        check_spec(read_spec(path), parsers)
+    result = run_cli("bench", str(path))
+    assert result.code == 2 and "syn_step" in result.err and not (tmp_path / "cells").exists()
+
+
+def test_dry_run_lists_the_cells_left(toy_spec):
+    result = run_cli("bench", str(toy_spec.path), "--dry-run")
+    assert result.code == 0
+    assert "4 cell(s) to run" in result.out and "IPC 2 MTT" in result.out
+    result = run_cli("bench", str(toy_spec.path), "--dry-run", "--method", "nope")
+    assert result.code == 2 and "nope" in result.err
+
+
+def test_subprocess_executor_logs_the_command_and_names_a_failure(tmp_path):
+    from ddtoolbox.bench.runner import run_in_subprocess
+
+    log = tmp_path / "cell" / "log.txt"
+    with pytest.raises(UsageError, match="'ddtool eval' failed \\(exit 2\\).*--random-ipc.*log.txt"):
+        run_in_subprocess(["eval", "--random-ipc", "1"], log)
+    assert log.read_text().startswith("$ ddtool eval --random-ipc 1\n")
