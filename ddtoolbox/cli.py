@@ -194,18 +194,62 @@ def cmd_distill(args, pm):
     print(f"files: {Path(args.out) / 'synthetic.pt'}, synthetic.png, metrics.json")
 
 
+#: options that only the ConvNet family takes (cross-architecture nets refuse them)
+CONVNET_ONLY = ("depth", "pooling")
+
+
+def add_network_options(p, several: bool):
+    """``--model`` (several names for ``eval``) and model options that default to the model's own."""
+    g = p.add_argument_group("network")
+    if several:
+        g.add_argument("--model", nargs="+", default=None, metavar="NAME",
+                       help="one or more architectures, e.g. --model ConvNet VGG11 ResNet18 (case-insensitive; "
+                            "see 'ddtool plugins'); default: the synthetic set's, or ConvNet. One result per model")
+    else:
+        g.add_argument("--model", default="ConvNet", metavar="NAME",
+                       help="architecture (case-insensitive; see 'ddtool plugins'); default ConvNet")
+    g.add_argument("--width", type=positive_int, default=None,
+                   help="channels: ConvNet's (default 128), or the base width of ResNet18/ResNet18_AP (64), "
+                        "VGG11 (64) and AlexNet (128)")
+    g.add_argument("--depth", type=positive_int, default=None, help="ConvNet blocks (ConvNet family only; default 3)")
+    g.add_argument("--norm", default=None,
+                   help="instancenorm, batchnorm or none (layernorm: ConvNet only); default the model's own: "
+                        "instancenorm, AlexNet none")
+    g.add_argument("--pooling", default=None, help="ConvNet only: avgpool (default), maxpool or none")
+
+
+def network_options(args, model: str, base: dict | None = None) -> dict:
+    """The options for ``model``: ``base`` (the synthetic set's, for its own model) or the defaults,
+    overridden by the flags given; ConvNet-only flags on another model are a usage error."""
+    from .models import canonical_model_name
+
+    name = canonical_model_name(model)
+    given = {k: getattr(args, k) for k in ("width", "depth", "norm", "pooling") if getattr(args, k) is not None}
+    if name.startswith("ConvNet"):
+        opts = dict(base) if base is not None else {"width": 128, "norm": "instancenorm", "pooling": "avgpool"}
+    else:
+        bad = [k for k in CONVNET_ONLY if k in given]
+        if bad:
+            raise UsageError(f"--{bad[0]} applies to the ConvNet family only, not {name}; drop it for {name}")
+        opts = dict(base) if base is not None else {}
+    opts.update(given)
+    return opts
+
+
 def cmd_eval(args, pm):
     from .augment import DSA
     from .data import load_dataset
-    from .evaluate import EvalConfig, evaluate_set, format_result, load_synthetic
+    from .evaluate import (DEFAULT_TEMPERATURE, EvalConfig, evaluate_set, format_recovery, format_result,
+                           load_synthetic, recovery_ratio, resolve_protocol)
     from .io import write_json
+    from .models import canonical_model_name, create_model
     from .runtime import resolve_device, seed_everything
+    from .train_full import lookup_full, store_path
 
     if (args.synthetic is None) == (args.random_ipc is None):
         raise UsageError("give exactly one of --synthetic FILE or --random-ipc N")
     device = resolve_device(args.device)
-    generator = seed_everything(args.seed)
-    augment = None if args.no_dsa else DSA()
+    models = [canonical_model_name(m) for m in (args.model or [])]   # unknown names fail before any work
     if args.synthetic:
         record = load_synthetic(args.synthetic)
         meta = record["meta"]
@@ -213,15 +257,11 @@ def cmd_eval(args, pm):
         test_set = load_dataset(dataset, "test", args.data_root)
         if test_set.info.name != meta["dataset"]:
             raise UsageError(f"{args.synthetic} was distilled from '{meta['dataset']}', not '{dataset}'; drop --dataset")
-        model = args.model or meta["model"]
-        options = meta["model_options"] if args.model is None else model_options(args)
-        soft = "targets" in record
-        targets = record["targets"] if soft else record["labels"]
+        models = models or [meta["model"]]
+        has_learned = "targets" in record
         lr = args.lr or float(record["lr"])
-        cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
-        result = evaluate_set(cfg, record["images"], targets, lr, test_set, args.eval_runs, device, soft=soft,
-                              progress=not args.quiet, desc="eval synthetic")
         what = f"{args.synthetic} ({meta['matcher']}, IPC {meta['ipc']})"
+        own_model = canonical_model_name(meta["model"])
     else:
         if args.random_ipc < 1:
             raise UsageError(f"--random-ipc must be at least 1 (got {args.random_ipc})")
@@ -229,15 +269,85 @@ def cmd_eval(args, pm):
             raise UsageError("--random-ipc needs --dataset")
         train_set = load_dataset(args.dataset, "train", args.data_root)
         test_set = load_dataset(args.dataset, "test", args.data_root)
-        model, options = args.model or "ConvNet", model_options(args)
-        cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
-        result = evaluate_set(cfg, None, None, args.lr or 0.01, test_set, args.eval_runs, device,
-                              progress=not args.quiet, desc="eval random",
-                              sampler=lambda r: train_set.sample_per_class(args.random_ipc, generator))
+        models = models or ["ConvNet"]
+        has_learned, lr, own_model = False, args.lr or 0.01, None
         what = f"random real images, IPC {args.random_ipc} of {test_set.info.name}"
-    print(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks")
+    teacher = None
+    if args.teacher:
+        from .teacher import load_teacher
+
+        teacher, _ = load_teacher(args.teacher, test_set.info, device)
+    protocol = resolve_protocol(args.protocol, has_learned, teacher, args.temperature or DEFAULT_TEMPERATURE)
+    if args.temperature is not None and protocol.name != "kd":
+        raise UsageError(f"--temperature is used by --protocol kd only, not {protocol.name}")
+    options_all = [network_options(args, m, meta["model_options"] if args.synthetic and m == own_model else None)
+                   for m in models]
+    for model, options in zip(models, options_all):   # bad options or sizes fail before any training
+        create_model(model, test_set.info.channels, test_set.info.num_classes, test_set.info.image_size, **options)
+    full_path = store_path(args.full_results)
+    augment = None if args.no_dsa else DSA()
+    results = []
+    for model, options in zip(models, options_all):
+        generator = seed_everything(args.seed)   # each model's result is independent of the others
+        cfg = EvalConfig(model, options, args.eval_epochs, args.eval_batch, augment=augment)
+        if args.synthetic:
+            targets = record["targets"] if protocol.soft_targets and teacher is None else record["labels"]
+            result = evaluate_set(cfg, record["images"], targets, lr, test_set, args.eval_runs, device,
+                                  progress=not args.quiet, desc=f"eval {model}", protocol=protocol)
+        else:
+            result = evaluate_set(cfg, None, None, lr, test_set, args.eval_runs, device,
+                                  progress=not args.quiet, desc=f"eval random {model}", protocol=protocol,
+                                  sampler=lambda r: train_set.sample_per_class(args.random_ipc, generator))
+        full = lookup_full(full_path, test_set.info.name, model, options)
+        full_mean = full["mean"] if full else None
+        ratio = recovery_ratio(result["mean"], full_mean)
+        results.append({"model": model, "model_options": options, **result,
+                        "full_accuracy": full_mean, "recovery": ratio})
+        rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
+        print(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
+              f"({protocol.name} protocol){rec}")
     if args.json:
-        write_json(args.json, {"what": what, "model": model, "model_options": options, **result})
+        first = results[0]
+        write_json(args.json, {
+            "what": what, "model": first["model"], "model_options": first["model_options"],
+            "mean": first["mean"], "std": first["std"], "runs": first["runs"],
+            "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
+            "protocol": protocol.name, "temperature": protocol.temperature if protocol.name == "kd" else None,
+            "teacher": str(args.teacher) if args.teacher else None, "dataset": test_set.info.name,
+            "lr": lr, "epochs": args.eval_epochs, "results": results,
+        })
+
+
+def cmd_train_full(args, pm):
+    from .augment import DSA
+    from .data import load_dataset
+    from .evaluate import format_result
+    from .io import write_json
+    from .models import canonical_model_name, create_model
+    from .runtime import resolve_device, seed_everything
+    from .train_full import store_full, store_path, train_full
+
+    device = resolve_device(args.device)
+    model = canonical_model_name(args.model)
+    options = network_options(args, model)
+    seed_everything(args.seed)
+    train_set = load_dataset(args.dataset, "train", args.data_root)
+    test_set = load_dataset(args.dataset, "test", args.data_root)
+    info = train_set.info
+    create_model(model, info.channels, info.num_classes, info.image_size, **options)  # fail before training
+    result = train_full(train_set=train_set, test_set=test_set, model=model, model_options=options,
+                        epochs=args.train_epochs, lr=args.lr, batch_size=args.batch_size,
+                        augment=None if args.no_dsa else DSA(), runs=args.runs, device=device,
+                        save_model=args.save_model, progress=not args.quiet)
+    settings = {"epochs": args.train_epochs, "lr": args.lr, "batch_size": args.batch_size,
+                "augmentation": "none" if args.no_dsa else "dsa", "seed": args.seed, "train_images": len(train_set)}
+    path = store_path(args.full_results)
+    entry = store_full(path, test_set.info.name, model, options, result, settings)
+    print(f"full data ({test_set.info.name}, {len(train_set)} images): {format_result(result)} over "
+          f"{len(result['runs'])} {model} networks; stored in {path}"
+          + (f"; network saved to {args.save_model}" if args.save_model else ""))
+    if args.json:
+        write_json(args.json, {**entry, "what": f"full data of {test_set.info.name}"})
 
 
 def cmd_plugins(args, pm):
@@ -268,7 +378,7 @@ def cmd_plugins(args, pm):
 
 
 def cmd_presets(args, pm):
-    from .presets import check_preset
+    from .presets import as_flags, check_preset
 
     parser = build_parser(pm)
     if args.show:
@@ -276,26 +386,13 @@ def cmd_presets(args, pm):
         check_preset(entry.name, entry.obj, parser.commands)
         print(f"{entry.name}: {entry.description}  [plugin {entry.plugin}]")
         for command, values in entry.obj.items():
-            flags = " ".join(_as_flags(values))
+            flags = " ".join(as_flags(values))
             print(f"  ddtool {command} {flags}")
         return
     if not pm.presets:
         print("no presets installed (the ddtoolbox-datm and ddtoolbox-edf plugins ship the published ones)")
     for entry in sorted(pm.presets.values(), key=lambda e: e.name):
         print(f"  {entry.name:<28} {entry.description}  [plugin {entry.plugin}]")
-
-
-def _as_flags(values: dict) -> list[str]:
-    flags = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if key == "plugins":
-            flags += [x for v in value for x in ("--plugin", str(v))]
-        elif value is True:
-            flags.append(flag)
-        elif value is not False and value is not None:
-            flags += [flag, str(value)]
-    return flags
 
 
 def cmd_bench_speed(args, pm):
@@ -311,6 +408,13 @@ def cmd_demo(args, pm):
 
 
 # ---------------------------------------------------------------------------- parser
+
+
+def _protocols() -> dict:
+    from .evaluate import PROTOCOLS
+
+    return PROTOCOLS
+
 
 
 def build_parser(pm: PluginManager) -> Parser:
@@ -348,20 +452,55 @@ def build_parser(pm: PluginManager) -> Parser:
     pm.add_options("distill", p)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("eval", help="train fresh networks on a synthetic set (or random real images) and test them")
+    p = sub.add_parser("eval", help="train fresh networks on a synthetic set (or random real images) and test them",
+                       description="Train fresh networks on a synthetic set (or random real images), test them, and "
+                                   "report mean ± std, plus the recovery ratio (distilled / full-data accuracy) where "
+                                   "'ddtool train-full' stored a full-data accuracy for the same dataset, model and options.",
+                       epilog="protocols (--protocol): " + "; ".join(f"{k}: {v}" for k, v in _protocols().items())
+                              + ". See docs/evaluation.md.")
     p.add_argument("--synthetic", default=None, help="synthetic.pt written by 'ddtool distill'")
     p.add_argument("--random-ipc", type=int, default=None, metavar="N", help="evaluate N random real images per class instead")
     p.add_argument("--dataset", default=None, help="dataset (default: the synthetic set's)")
     p.add_argument("--lr", type=positive_float, default=None, help="training lr (default: the learned lr, or 0.01 for random)")
     p.add_argument("--no-dsa", action="store_true", help="train without augmentation")
-    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--protocol", default="auto", choices=tuple(_protocols()),
+                   help="what the student minimises: auto (default: soft if the set has learned labels, else "
+                        "standard), standard, soft, kd (needs --teacher), soft-no-teacher")
+    p.add_argument("--teacher", default=None, metavar="FILE",
+                   help="teacher network for kd / soft-no-teacher, from 'ddtool train-full --save-model FILE'")
+    p.add_argument("--temperature", type=positive_float, default=None,
+                   help="KD temperature (kd only; default 4: RDED's; SRe2L uses 3)")
+    p.add_argument("--full-results", default=None, metavar="FILE",
+                   help="full-data accuracies to compute recovery ratios from (default $DDTOOL_HOME/full-data.json, "
+                        "else ~/.cache/ddtoolbox/full-data.json)")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file (see docs/evaluation.md)")
     p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     add_eval_protocol(p)
-    add_model_options(p)
-    p.set_defaults(model=None)
+    add_network_options(p, several=True)
     add_common(p)
     pm.add_options("eval", p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train-full", help="train on the whole training set: full-data accuracy (recovery ratios) and KD teachers",
+                       description="Train fresh networks on the whole training split with the evaluation protocol's "
+                                   "loop (SGD momentum 0.9, wd 5e-4, x0.1 at the midpoint, DSA), test them, and store "
+                                   "the accuracy for 'ddtool eval' to print recovery ratios.")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    p.add_argument("--epochs", dest="train_epochs", type=positive_int, default=50, help="training epochs (default 50)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--runs", type=positive_int, default=1, help="networks to train and test (default 1)")
+    p.add_argument("--no-dsa", action="store_true", help="train without augmentation")
+    p.add_argument("--save-model", default=None, metavar="FILE",
+                   help="save the first network (a teacher for 'ddtool eval --protocol kd --teacher FILE')")
+    p.add_argument("--full-results", default=None, metavar="FILE",
+                   help="JSON store to add the accuracy to (default $DDTOOL_HOME/full-data.json, "
+                        "else ~/.cache/ddtoolbox/full-data.json)")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
+    add_network_options(p, several=False)
+    add_common(p)
+    p.set_defaults(func=cmd_train_full)
 
     p = sub.add_parser("bench-speed", help="time and memory of one distillation iteration per unroll mode")
     p.add_argument("--channels", type=positive_int, default=1, help="image channels (default 1)")
@@ -374,11 +513,17 @@ def build_parser(pm: PluginManager) -> Parser:
     p.add_argument("--iterations", type=positive_int, default=3, help="timed iterations (median; default 3)")
     p.add_argument("--no-dsa", action="store_true", help="no augmentation")
     p.add_argument("--tf32", action="store_true", help="allow TF32 on Ampere+ GPUs")
+    p.add_argument("--peak-tflops", type=positive_float, default=None,
+                   help="the device's peak TFLOP/s, to report achieved/peak (default: data sheet for known GPUs, an estimate for CPUs)")
     p.add_argument("--results", default="benchmarks/speed-results.jsonl",
                    help="JSON-lines file to append to (default benchmarks/speed-results.jsonl; '' for none)")
     add_model_options(p)
     add_common(p)
     p.set_defaults(func=cmd_bench_speed)
+
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub, add_common)
 
     p = sub.add_parser("presets", help="list the published settings that --preset accepts")
     p.add_argument("--show", default=None, metavar="NAME", help="print one preset as ddtool options")
@@ -389,6 +534,8 @@ def build_parser(pm: PluginManager) -> Parser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_plugins)
+    from .compdd.cli import add_parsers  # ddtool data, ddtool compdd
+    add_parsers(sub)
     parser.commands = dict(sub.choices)
     return parser
 

@@ -32,10 +32,36 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, channels: int, num_classes: int, image_size, **options) -> nn.Module:
-    """Build a freshly initialised network; initialisation draws from torch's global RNG."""
-    if name not in _MODELS:
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def canonical_model_name(name: str) -> str:
+    """The registered spelling of ``name``, matched ignoring case, ``_`` and ``-`` (``vgg11`` -> ``VGG11``)."""
+    if name in _MODELS:
+        return name
+    matches = [n for n in _MODELS if _fold(n) == _fold(name)]
+    if len(matches) != 1:
         raise UsageError(f"unknown model '{name}'; available: {', '.join(list_models())}")
+    return matches[0]
+
+
+def model_defaults(name: str) -> dict:
+    """The keyword options a registered constructor declares, with their defaults (may be empty)."""
+    import inspect
+
+    fn = _MODELS[canonical_model_name(name)]
+    skip = {"channels", "num_classes", "image_size"}
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.name not in skip and p.default is not inspect.Parameter.empty}
+
+
+def create_model(name: str, channels: int, num_classes: int, image_size, **options) -> nn.Module:
+    """Build a freshly initialised network; initialisation draws from torch's global RNG.
+
+    ``name`` is matched ignoring case, ``_`` and ``-`` (see :func:`canonical_model_name`).
+    """
+    name = canonical_model_name(name)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     try:
         return _MODELS[name](channels=channels, num_classes=num_classes, image_size=size, **options)
