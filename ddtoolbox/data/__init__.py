@@ -25,6 +25,7 @@ from .registry import (
     register_dataset,
 )
 from . import builtin as _builtin  # noqa: F401  (registers the shipped datasets)
+from . import cluttered as _cluttered, imagenet_subsets as _imagenet_subsets  # noqa: F401  (more registrations)
 
 __all__ = [
     "DataLocation",
