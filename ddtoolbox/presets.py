@@ -55,11 +55,16 @@ def check_preset(name: str, values: dict, parsers: dict) -> None:
             raise UsageError(f"preset '{name}' sets unknown {command} option(s) {', '.join(bad)}")
 
 
-def as_flags(values: dict) -> list[str]:
-    """Option destinations and values as command-line flags (``{"syn_steps": 20}`` -> ``--syn-steps 20``)."""
+def as_flags(values: dict, parser=None) -> list[str]:
+    """Option destinations and values as command-line flags (``{"syn_steps": 20}`` -> ``--syn-steps 20``).
+
+    With ``parser``, each destination becomes the option string that parser really has (``train_epochs``
+    is ``--epochs`` for some commands); without, underscores simply become dashes.
+    """
+    spelled = {a.dest: a.option_strings for a in parser._actions if a.option_strings} if parser else {}
     flags = []
     for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
+        flag = next((o for o in spelled.get(key, ()) if o.startswith("--")), "--" + key.replace("_", "-"))
         if key == "plugins":
             flags += [x for v in value for x in ("--plugin", str(v))]
         elif value is True:

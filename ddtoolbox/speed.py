@@ -29,6 +29,43 @@ from .unroll import unroll, unroll_checkpointed
 
 MODES = {"full": unroll, "checkpointed": unroll_checkpointed}
 
+#: Dense peak TFLOP/s (float32 on CUDA cores, TF32 on tensor cores) from NVIDIA's data sheets, for
+#: the GPUs distillation is usually run on. More specific names come first ("H100 PCIe" before "H100").
+GPU_PEAK_TFLOPS = {
+    "H100 PCIe": (51.2, 378.0), "H100": (66.9, 494.7), "H200": (66.9, 494.7), "GH200": (66.9, 494.7),
+    "A100": (19.5, 156.0), "A10G": (31.2, 62.5), "L40S": (91.6, 183.0), "L4": (30.3, 60.0),
+    "RTX 4090": (82.6, 82.6), "RTX 3090": (35.6, 35.6), "V100": (15.7, None), "T4": (8.1, None),
+}
+
+
+def hardware_peak_tflops(device: torch.device, tf32: bool = False) -> tuple[float, str] | None:
+    """The device's float32 peak and where the figure comes from, or None when unknown.
+
+    A measured rate means little without the ceiling it is measured against; on CPUs the ceiling is
+    an upper estimate (cores x clock x SIMD lanes x 2 for FMA x 2 FMA units), since the number of
+    FMA units per core is not visible from Linux.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (fp32, tf32_peak) in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                if tf32 and tf32_peak:
+                    return tf32_peak, f"{name} dense TF32, data sheet"
+                return fp32, f"{name} float32, data sheet"
+        return None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags else 4
+    if not mhz or " fma" not in flags and lanes > 4:
+        return None
+    threads = torch.get_num_threads()
+    peak = threads * max(mhz) * 1e6 * lanes * 2 * 2 / 1e12
+    return peak, f"estimate: {threads} cores x {max(mhz):.0f} MHz x {lanes} float32 lanes x 2 (FMA) x 2 FMA units"
+
 
 def _sync(device):
     if device.type == "cuda":
@@ -134,13 +171,19 @@ def cmd_bench_speed(args, pm) -> None:
               "dsa": not args.no_dsa, "tf32": args.tf32}
     print(f"bench-speed on {env['device']}: {args.model} {opts}, {args.channels}x{args.size}x{args.size}, "
           f"IPC {args.ipc} x {args.num_classes} classes, batch_syn {args.batch_syn or 'all'}, {args.syn_steps} steps")
+    peak = (args.peak_tflops, "given with --peak-tflops") if args.peak_tflops else hardware_peak_tflops(device, args.tf32)
+    if peak:
+        print(f"hardware peak {peak[0] * 1000:.1f} GFLOP/s ({peak[1]})")
     rows = []
     for mode in args.modes:
         r = measure(mode, channels=args.channels, size=args.size, num_classes=args.num_classes, model=args.model,
                     model_options=opts, ipc=args.ipc, batch_syn=args.batch_syn, syn_steps=args.syn_steps,
                     device=device, iterations=args.iterations, dsa=not args.no_dsa, seed=args.seed)
+        if peak:
+            r.update(peak_tflops=peak[0], peak_source=peak[1], fraction_of_peak=r["achieved_tflops"] / peak[0])
+        share = f" ({r['fraction_of_peak']:.0%} of peak)" if peak else ""
         print(f"  {mode:<13} {r['seconds_per_iteration'] * 1000:9.1f} ms/iteration   peak {r['peak_memory_bytes'] / 2**20:9.1f} MiB   "
-              f"{r['gflop_per_iteration']:8.1f} GFLOP -> {r['achieved_tflops'] * 1000:.1f} GFLOP/s achieved")
+              f"{r['gflop_per_iteration']:8.1f} GFLOP -> {r['achieved_tflops'] * 1000:.1f} GFLOP/s achieved{share}")
         rows.append({**env, **config, **r})
     if args.results:
         append_results(args.results, rows)

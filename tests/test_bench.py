@@ -74,7 +74,7 @@ def toy_spec(tmp_path, toy_dataset):
 
 def runner(spec, execute):
     return BenchRunner(spec, spec.path.parent, ["--device", "cpu", "--quiet"], {"device": "cpu", "date": "2026-11-26"},
-                       execute, progress=False)
+                       build_parser(PluginManager()).commands, execute, progress=False)
 
 
 def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_spec):
@@ -111,6 +111,31 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
     assert "4 of 4 cells finished" in table and "device: cpu" in table
     assert len(written["csv"].read_text().strip().splitlines()) == 1 + 4
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_full_data_row_and_recovery_ratio(tmp_path, toy_dataset):
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace("ipcs = [1, 2]", "ipcs = [1]")
+                    + "\n[full]\ntrain_epochs = 1\nruns = 1\n")
+    spec = read_spec(path)
+    check_spec(spec, build_parser(PluginManager()).commands)
+    rec = Recorder()
+    runner(spec, rec).run(only={"random"}, log=lambda *_: None)
+    (full_argv,) = [a for a in rec.calls if a[0] == "train-full"]
+    assert full_argv[full_argv.index("--width") + 1] == "8"             # the buffer's architecture
+    assert str(tmp_path) in full_argv[full_argv.index("--full-results") + 1]   # not the user's store
+    full = read_json_file(tmp_path / "full" / toy_dataset / "result.json")["result"]
+    random = read_json_file(tmp_path / "cells" / toy_dataset / "ipc1" / "random" / "result.json")
+    table = render(spec, tmp_path)["markdown"].read_text()
+    recovery = [line for line in table.splitlines() if line.startswith("| Recovery ratio")][0]
+    assert recovery.split("|")[2].strip() == f"{random['mean'] / full['mean'] * 100:.1f}%"
+    assert len(runner(spec, Recorder()).run(log=lambda *_: None)) == 1  # full data is not retrained; MTT runs
+
+
+def read_json_file(path):
+    import json
+
+    return json.loads(Path(path).read_text())
 
 
 def test_random_cell_uses_the_buffers_architecture(toy_spec):

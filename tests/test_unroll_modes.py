@@ -91,3 +91,25 @@ def test_distill_modes_agree(ddtool, toy_dataset, toy_buffer, tmp_path):
         assert record["meta"]["unroll"] == mode
         images[mode] = record["images"]
     assert torch.allclose(images["full"], images["checkpointed"], rtol=1e-4, atol=1e-5)
+
+
+def test_hardware_peak_lookup(monkeypatch):
+    from ddtoolbox.speed import hardware_peak_tflops
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert hardware_peak_tflops(cuda) == (51.2, "NVIDIA H100 PCIe float32, data sheet")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert hardware_peak_tflops(cuda, tf32=True)[0] == 494.7
+    assert hardware_peak_tflops(cuda, tf32=False)[0] == 66.9
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    assert hardware_peak_tflops(cuda) is None
+    cpu = hardware_peak_tflops(torch.device("cpu"))
+    if cpu is not None:  # Linux: cores x clock x lanes x 4, scaled by the threads torch uses
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            one = hardware_peak_tflops(torch.device("cpu"))[0]
+        finally:
+            torch.set_num_threads(before)
+        assert cpu[0] == pytest.approx(one * before)

@@ -31,11 +31,12 @@ def cmd_bench(args, pm, execute=None) -> None:
     from ..speed import environment
     from ..runtime import resolve_device
     from .report import render
-    from .runner import BenchRunner, cell_result, cells_of, run_in_subprocess
+    from .runner import BenchRunner, cell_result, cells_of, full_result, run_in_subprocess
     from .spec import check_spec, read_spec
 
     spec = read_spec(args.spec)
-    check_spec(spec, build_parser(pm).commands)
+    parsers = build_parser(pm).commands
+    check_spec(spec, parsers)
     out = Path(args.out) if args.out else spec.path.parent
     unknown = sorted(set(args.methods or ()) - {m.name for m in spec.methods})
     if unknown:
@@ -43,7 +44,10 @@ def cmd_bench(args, pm, execute=None) -> None:
     if args.dry_run:
         todo = [c for c in cells_of(spec) if cell_result(out, c) is None
                 and (args.methods is None or c.method.name in args.methods)]
+        full = [d for d in spec.datasets if spec.full is not None and full_result(out, d) is None]
         print(f"{len(todo)} cell(s) to run in {out}:" if todo else f"every cell is done in {out}")
+        for dataset in full:
+            print(f"  {dataset} full-data training")
         for cell in todo:
             print(f"  {cell}")
         return
@@ -52,7 +56,7 @@ def cmd_bench(args, pm, execute=None) -> None:
         common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
         if args.data_root:
             common += ["--data-root", args.data_root]
-        runner = BenchRunner(spec, out, common, environment(device), execute or run_in_subprocess,
+        runner = BenchRunner(spec, out, common, environment(device), parsers, execute or run_in_subprocess,
                              progress=not args.quiet)
         runner.run(set(args.methods) if args.methods else None)
     written = render(spec, out)

@@ -12,19 +12,15 @@ import csv
 import io
 from pathlib import Path
 
-from ..io import atomic_write, read_json
-from .runner import cell_result, cells_of
+from ..io import atomic_write
+from .runner import cell_result, cells_of, full_result
 from .spec import Spec
 
 
 def collect(spec: Spec, out: Path) -> dict:
     """``{(dataset, ipc, method): result}`` for the finished cells, and the full-data results."""
     cells = {(c.dataset, c.ipc, c.method.name): r for c in cells_of(spec) if (r := cell_result(out, c)) is not None}
-    full = {}
-    for dataset in spec.datasets:
-        path = out / "full" / dataset / "result.json"
-        if path.is_file():
-            full[dataset] = read_json(path, "full-data result", f"delete {path.parent} to rerun it")["result"]
+    full = {d: r["result"] for d in spec.datasets if (r := full_result(out, d)) is not None}
     return {"cells": cells, "full": full}
 
 
@@ -116,10 +112,9 @@ def plot(spec: Spec, results: dict, path: Path) -> Path | None:
 
 def provenance(spec: Spec, results: dict) -> str:
     """Where, when and with what the numbers were made: every cell's record has it; this sums it up."""
-    records = list(results["cells"].values()) + list(results["full"].values())
-    if not records:
-        return ""
     cells = results["cells"]
+    if not cells:
+        return ""
 
     def distinct(key):
         return ", ".join(sorted({str(r.get(key)) for r in cells.values() if r.get(key) is not None})) or "-"

@@ -72,11 +72,23 @@ def cell_result(out: Path, cell: Cell) -> dict | None:
     return read_json(path, "cell result", "delete the cell folder to rerun it") if path.is_file() else None
 
 
+def full_folder(out: Path, dataset: str) -> Path:
+    return out / "full" / dataset
+
+
+def full_result(out: Path, dataset: str) -> dict | None:
+    path = full_folder(out, dataset) / "result.json"
+    return read_json(path, "full-data result", f"delete {path.parent} to rerun it") if path.is_file() else None
+
+
 class BenchRunner:
-    def __init__(self, spec: Spec, out, common: list[str], environment: dict,
+    def __init__(self, spec: Spec, out, common: list[str], environment: dict, parsers: dict,
                  execute: Executor = run_in_subprocess, progress: bool = True):
-        self.spec, self.out, self.common = spec, Path(out), list(common)
+        self.spec, self.out, self.common, self.parsers = spec, Path(out), list(common), parsers
         self.environment, self.execute, self.progress = environment, execute, progress
+
+    def flags(self, command: str, values: dict) -> list[str]:
+        return as_flags(values, self.parsers[command])
 
     # ------------------------------------------------------------------ steps
 
@@ -87,7 +99,7 @@ class BenchRunner:
         folder = self.buffer_dir(dataset)
         if (folder / ".complete").is_file():
             return
-        argv = ["buffer", "--dataset", dataset, "--out", str(folder), "--resume", *as_flags(self.spec.buffer),
+        argv = ["buffer", "--dataset", dataset, "--out", str(folder), "--resume", *self.flags("buffer", self.spec.buffer),
                 *self.common]
         self.execute(argv, self.out / "buffers" / f"{dataset}.log")
         (folder / ".complete").write_text("buffer finished\n")
@@ -96,19 +108,20 @@ class BenchRunner:
         """Full-data accuracy of the buffer's architecture, trained once per dataset."""
         if self.spec.full is None:
             return None
-        folder = self.out / "full" / dataset
-        result = folder / "result.json"
-        if not result.is_file():
+        folder = full_folder(self.out, dataset)
+        if full_result(self.out, dataset) is None:
             shutil.rmtree(folder, ignore_errors=True)
             model = {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS}
-            argv = ["train-full", "--dataset", dataset, *as_flags({**model, **self.spec.full}),
-                    "--json", str(folder / "train-full.json"), *self.common]
+            argv = ["train-full", "--dataset", dataset, *self.flags("train-full", {**model, **self.spec.full}),
+                    "--full-results", str(folder / "full-data.json"), "--json", str(folder / "train-full.json"),
+                    *self.common]
             start = time.time()
             self.execute(argv, folder / "log.txt")
             record = read_json(folder / "train-full.json", "train-full result", f"see {folder / 'log.txt'}")
-            write_json(result, {"dataset": dataset, "command": "ddtool " + shlex.join(argv),
-                                "seconds": round(time.time() - start, 1), **self.environment, "result": record})
-        return read_json(result, "full-data result", f"delete {folder} to rerun it")
+            write_json(folder / "result.json", {"dataset": dataset, "command": "ddtool " + shlex.join(argv),
+                                                "seconds": round(time.time() - start, 1), **self.environment,
+                                                "result": record})
+        return full_result(self.out, dataset)
 
     def run_cell(self, cell: Cell) -> dict:
         folder = cell.folder(self.out)
@@ -116,9 +129,9 @@ class BenchRunner:
             shutil.rmtree(folder)
         log, commands, start = folder / "log.txt", [], time.time()
         eval_json = folder / "eval.json"
-        eval_flags = as_flags(self.spec.eval_options(cell.ipc))
+        eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
-            model = as_flags({k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS})
+            model = self.flags("eval", {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS})
             commands.append(["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
                              "--json", str(eval_json), *self.common])
         else:
@@ -128,7 +141,7 @@ class BenchRunner:
             commands.append(["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
                              "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
                              "--matcher", cell.method.matcher, *plugins,
-                             *as_flags(self.spec.distill_options(cell.ipc, cell.method)), *self.common])
+                             *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common])
             commands.append(["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
                              "--json", str(eval_json), *self.common])
         for argv in commands:
