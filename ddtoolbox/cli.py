@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def model_options(args) -> dict:
     return opts
 
 
+def add_preset_option(p):
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="fill options from a published setting (see 'ddtool presets'); explicit flags win")
+
+
 def add_distill_options(p):
     g = p.add_argument_group("distillation (defaults: MTT's published settings)")
     g.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
@@ -92,8 +98,7 @@ def add_distill_options(p):
     g.add_argument("--matcher", default="mtt", help="trajectory matcher (default mtt; see 'ddtool plugins')")
     g.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME",
                    help="activate a plugin by name or module path; no:NAME blocks an installed one (repeatable)")
-    g.add_argument("--preset", default=None, metavar="NAME",
-                   help="fill options from a published setting (see 'ddtool presets'); explicit flags win")
+    add_preset_option(g)
     g.add_argument("--buffer", required=True, help="folder of expert trajectories from 'ddtool buffer'")
     g.add_argument("--out", required=True, help="output folder for synthetic.pt, synthetic.png, metrics.json")
     g.add_argument("--model", default=None, help="check that the buffer holds this architecture")
@@ -152,7 +157,8 @@ def cmd_buffer(args, pm):
         lr=args.lr, batch_size=args.batch_size, augment=None if args.no_dsa else DSA(),
         step=trainer.obj(args), trainer=args.trainer, seed=args.seed, device=device,
         resume=args.resume, progress=not args.quiet,
-        extra_meta={"train_subset_per_class": args.train_subset},
+        extra_meta={"train_subset_per_class": args.train_subset,
+                    "trainer_options": pm.option_values(trainer.plugin, "buffer", args)},
     )
     accs = [e["test_accuracy"] for e in buf.meta["experts"]]
     print(f"buffer: {buf.num_experts} experts, final test accuracy {min(accs) * 100:.2f}-{max(accs) * 100:.2f}%, in {buf.path}")
@@ -443,6 +449,7 @@ def build_parser(pm: PluginManager) -> Parser:
     p.add_argument("--plugin", "-p", dest="plugins", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     add_model_options(p)
     add_common(p)
+    add_preset_option(p)
     pm.add_options("buffer", p)
     p.set_defaults(func=cmd_buffer)
 
@@ -478,6 +485,7 @@ def build_parser(pm: PluginManager) -> Parser:
     add_eval_protocol(p)
     add_network_options(p, several=True)
     add_common(p)
+    add_preset_option(p)
     pm.add_options("eval", p)
     p.set_defaults(func=cmd_eval)
 
@@ -585,6 +593,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("ddtool: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into 'head' and the like: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

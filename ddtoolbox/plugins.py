@@ -183,11 +183,18 @@ class PluginManager:
 
     def options_of(self, plugin: str, command: str) -> list[str]:
         """The option strings a plugin adds to ``command`` (for ``ddtool plugins``)."""
+        return [a.option_strings[-1] for a in self._actions_of(plugin, command)]
+
+    def option_values(self, plugin: str, command: str, args: argparse.Namespace) -> dict:
+        """``{dest: value}`` of the options ``plugin`` adds to ``command``, as parsed into ``args``."""
+        return {a.dest: getattr(args, a.dest) for a in self._actions_of(plugin, command) if hasattr(args, a.dest)}
+
+    def _actions_of(self, plugin: str, command: str) -> list[argparse.Action]:
         parser = argparse.ArgumentParser(add_help=False)
         for impl in self.pm.hook.add_options.get_hookimpls():
             if impl.plugin_name == plugin:
                 self._call_impl(impl, "add_options", command=command, parser=parser)
-        return [a.option_strings[-1] for a in parser._actions if a.option_strings]
+        return [a for a in parser._actions if a.option_strings]
 
     def _call_impl(self, impl, hook_name, **kwargs):
         try:

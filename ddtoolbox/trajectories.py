@@ -152,8 +152,9 @@ def train_experts(*, out, train_set, test_set, model: str, model_options: dict, 
         if not resume:
             raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
         old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
-        keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "seed", "train_images")
-        changed = [k for k in keys if old.get(k) != meta[k]]
+        keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
+                "train_images")
+        changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
         if changed:
             raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the original settings or another --out")
         meta["experts"] = old["experts"]

@@ -199,7 +199,9 @@ def register_trainers(register):
 
 @hookimpl
 def register_presets(register):
-    register("lifecycle/short", {"distill": {"iterations": 2, "syn_steps": 2, "plugins": ["lifecycle_plugin"]}},
+    register("lifecycle/short", {"distill": {"iterations": 2, "syn_steps": 2, "plugins": ["lifecycle_plugin"]},
+                                 "eval": {"eval_runs": 3, "eval_epochs": 1},
+                                 "buffer": {"num_experts": 1, "train_epochs": 1, "width": 4}},
              "two short iterations")
     register("lifecycle/broken", {"distill": {"iterations": 2, "no_such_option": 1}}, "names an unknown option")
 '''
@@ -249,3 +251,18 @@ def test_preset_fills_options_and_flags_win(lifecycle, ddtool, toy_dataset, toy_
     assert r.code == 2 and "no_such_option" in r.err
     listing = ddtool("presets", "--plugin", lifecycle).out
     assert "lifecycle/short" in listing and "two short iterations" in listing
+
+
+def test_preset_sections_fill_buffer_and_eval_too(lifecycle, ddtool, toy_dataset, tmp_path):
+    r = ddtool("buffer", "--dataset", toy_dataset, "--out", tmp_path / "b", "--device", "cpu", "--quiet",
+               "--plugin", lifecycle, "--preset", "lifecycle/short")
+    assert r.code == 0, r.err
+    meta = Buffer.open(tmp_path / "b").meta
+    assert (len(meta["experts"]), meta["model_options"]["width"]) == (1, 4)
+    common = ("eval", "--random-ipc", "1", "--dataset", toy_dataset, "--width", "4", "--device", "cpu", "--quiet",
+              "--plugin", lifecycle, "--preset", "lifecycle/short")
+    r = ddtool(*common, "--json", tmp_path / "a.json")
+    assert r.code == 0, r.err
+    assert len(json.loads((tmp_path / "a.json").read_text())["runs"]) == 3       # from the preset
+    r = ddtool(*common, "--runs", "2", "--json", tmp_path / "b.json")
+    assert len(json.loads((tmp_path / "b.json").read_text())["runs"]) == 2       # the flag wins

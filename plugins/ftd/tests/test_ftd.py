@@ -166,6 +166,10 @@ def test_flat_buffer_is_accepted_by_the_distiller(ddtool, toy_dataset, tmp_path)
     assert r.code == 0, r.err
     meta = json.loads((buf / "buffer.json").read_text())
     assert meta["trainer"] == "ftd" and meta["epochs"] == 2 and len(meta["experts"]) == 1
+    assert meta["trainer_options"] == {"rho": 0.05, "gsam_alpha": 0.3}
+    r = ddtool("buffer", "--dataset", toy_dataset, "--out", buf, *TOY_BUFFER, "--num-experts", "2", "--epochs", "2",
+               "--trainer", "ftd", "--rho", "0.1", "--gsam-alpha", "0.3", "--resume")
+    assert r.code == 2 and "trainer_options" in r.err    # resuming with another rho would mix two kinds of experts
     for matcher in ("ftd", "mtt"):
         r = ddtool("distill", "--dataset", toy_dataset, "--buffer", buf, "--out", tmp_path / matcher, *TOY_DISTILL,
                    "--iterations", "2", "--max-start-epoch", "1", "--matcher", matcher)
