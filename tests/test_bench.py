@@ -101,7 +101,8 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
     again = Recorder()
     redone = runner(toy_spec, again).run(log=lambda *_: None)
     assert [(r["ipc"], r["method"]) for r in redone] == [(2, "MTT")]
-    assert [c[0] for c in again.calls] == ["distill", "eval"]          # the buffer is reused
+    assert [c[0] for c in again.calls] == ["buffer", "distill", "eval"]   # the buffer is only checked (--resume)
+    assert "--resume" in again.calls[0]
     assert not stale.exists()                                           # the cell started from scratch
 
     written = render(toy_spec, out)
@@ -136,6 +137,20 @@ def read_json_file(path):
     import json
 
     return json.loads(Path(path).read_text())
+
+
+def test_cells_run_under_other_settings_are_noticed(toy_spec):
+    rec = Recorder()
+    runner(toy_spec, rec).run(only={"random"}, log=lambda *_: None)
+    edited = toy_spec.path.read_text().replace("[ipc.2.eval]\neval_runs = 1", "[ipc.2.eval]\neval_runs = 2")
+    toy_spec.path.write_text(edited)
+    spec = read_spec(toy_spec.path)
+    messages = []
+    assert runner(spec, Recorder()).run(only={"random"}, log=messages.append) == []   # kept by default
+    assert "1 finished cell(s) ran with settings the spec no longer has" in messages[0] and "IPC 2" in messages[0]
+    redone = runner(spec, Recorder()).run(only={"random"}, rerun_changed=True, log=lambda *_: None)
+    assert [(r["ipc"], len(r["runs"])) for r in redone] == [(2, 2)]
+    assert not runner(spec, Recorder()).todo({"random"})[1]
 
 
 def test_random_cell_uses_the_buffers_architecture(toy_spec):
@@ -203,9 +218,9 @@ def test_option_typos_fail_before_anything_runs(toy_spec, tmp_path):
 
 
 def test_dry_run_lists_the_cells_left(toy_spec):
-    result = run_cli("bench", str(toy_spec.path), "--dry-run")
+    result = run_cli("bench", str(toy_spec.path), "--dry-run", "--device", "cpu")
     assert result.code == 0
-    assert "4 cell(s) to run" in result.out and "IPC 2 MTT" in result.out
+    assert "4 step(s) to run" in result.out and "IPC 2 MTT" in result.out
     result = run_cli("bench", str(toy_spec.path), "--dry-run", "--method", "nope")
     assert result.code == 2 and "nope" in result.err
 

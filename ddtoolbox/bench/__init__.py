@@ -20,18 +20,20 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--out", default=None, help="results folder (default: the spec's folder)")
     p.add_argument("--method", dest="methods", action="append", default=None, metavar="NAME",
                    help="run only this method's cells (repeatable); the table still shows every finished cell")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="also rerun finished cells whose settings differ from the spec's now (default: keep them, with a warning)")
     p.add_argument("--render-only", action="store_true", help="run nothing; redraw the table and plot")
     p.add_argument("--dry-run", action="store_true", help="print the cells still to run and stop")
     add_common(p)
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args, pm, execute=None) -> None:
+def cmd_bench(args, pm) -> None:
     from ..cli import build_parser
-    from ..speed import environment
     from ..runtime import resolve_device
+    from ..speed import environment
     from .report import render
-    from .runner import BenchRunner, cell_result, cells_of, full_result, run_in_subprocess
+    from .runner import BenchRunner, full_result
     from .spec import check_spec, read_spec
 
     spec = read_spec(args.spec)
@@ -41,23 +43,25 @@ def cmd_bench(args, pm, execute=None) -> None:
     unknown = sorted(set(args.methods or ()) - {m.name for m in spec.methods})
     if unknown:
         raise UsageError(f"--method {unknown[0]} is not in {spec.path}; its methods: {', '.join(m.name for m in spec.methods)}")
+    only = set(args.methods) if args.methods else None
+    device = resolve_device(args.device)
+    common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
+    if args.data_root:
+        common += ["--data-root", args.data_root]
+    runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet)
     if args.dry_run:
-        todo = [c for c in cells_of(spec) if cell_result(out, c) is None
-                and (args.methods is None or c.method.name in args.methods)]
+        todo, changed = runner.todo(only, args.rerun_changed)
         full = [d for d in spec.datasets if spec.full is not None and full_result(out, d) is None]
-        print(f"{len(todo)} cell(s) to run in {out}:" if todo else f"every cell is done in {out}")
+        print(f"{len(todo) + len(full)} step(s) to run in {out}:" if todo or full else f"every cell is done in {out}")
         for dataset in full:
             print(f"  {dataset} full-data training")
         for cell in todo:
-            print(f"  {cell}")
+            print(f"  {cell}" + (" (settings changed)" if cell in changed else ""))
+        for cell in changed:
+            if cell not in todo:
+                print(f"  kept, though its settings changed: {cell} (--rerun-changed reruns it)")
         return
     if not args.render_only:
-        device = resolve_device(args.device)
-        common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
-        if args.data_root:
-            common += ["--data-root", args.data_root]
-        runner = BenchRunner(spec, out, common, environment(device), parsers, execute or run_in_subprocess,
-                             progress=not args.quiet)
-        runner.run(set(args.methods) if args.methods else None)
+        runner.run(only, args.rerun_changed)
     written = render(spec, out)
     print("wrote " + ", ".join(str(p) for p in written.values()))

@@ -86,6 +86,7 @@ class BenchRunner:
                  execute: Executor = run_in_subprocess, progress: bool = True):
         self.spec, self.out, self.common, self.parsers = spec, Path(out), list(common), parsers
         self.environment, self.execute, self.progress = environment, execute, progress
+        self._buffers_checked: set[str] = set()
 
     def flags(self, command: str, values: dict) -> list[str]:
         return as_flags(values, self.parsers[command])
@@ -96,13 +97,13 @@ class BenchRunner:
         return self.out / "buffers" / dataset
 
     def ensure_buffer(self, dataset: str) -> None:
-        folder = self.buffer_dir(dataset)
-        if (folder / ".complete").is_file():
+        """Train the missing experts; once per run, so that a changed [buffer] is caught by --resume."""
+        if dataset in self._buffers_checked:
             return
-        argv = ["buffer", "--dataset", dataset, "--out", str(folder), "--resume", *self.flags("buffer", self.spec.buffer),
-                *self.common]
+        argv = ["buffer", "--dataset", dataset, "--out", str(self.buffer_dir(dataset)), "--resume",
+                *self.flags("buffer", self.spec.buffer), *self.common]
         self.execute(argv, self.out / "buffers" / f"{dataset}.log")
-        (folder / ".complete").write_text("buffer finished\n")
+        self._buffers_checked.add(dataset)
 
     def ensure_full(self, dataset: str) -> dict | None:
         """Full-data accuracy of the buffer's architecture, trained once per dataset."""
@@ -122,6 +123,19 @@ class BenchRunner:
                                                 "seconds": round(time.time() - start, 1), **self.environment,
                                                 "result": record})
         return full_result(self.out, dataset)
+
+    def settings(self, cell: Cell) -> dict:
+        """What the spec asks of ``cell``; recorded with its result so that spec edits are noticed."""
+        if cell.method.random:
+            return {"random": True, "model": {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS},
+                    "eval": self.spec.eval_options(cell.ipc)}
+        return {"buffer": self.spec.buffer, "matcher": cell.method.matcher, "plugins": cell.method.plugins,
+                "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc)}
+
+    def changed(self, cell: Cell) -> bool:
+        """Finished, but under settings the spec no longer has."""
+        result = cell_result(self.out, cell)
+        return result is not None and result.get("settings") != self.settings(cell)
 
     def run_cell(self, cell: Cell) -> dict:
         folder = cell.folder(self.out)
@@ -149,18 +163,28 @@ class BenchRunner:
         evaluation = read_json(eval_json, "evaluation result", f"see {log}")
         record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                   "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                  "commands": ["ddtool " + shlex.join(a) for a in commands],
+                  "settings": self.settings(cell), "commands": ["ddtool " + shlex.join(a) for a in commands],
                   "seconds": round(time.time() - start, 1), **self.environment}
         write_json(folder / "result.json", record)
         return record
 
     # ------------------------------------------------------------------ the grid
 
-    def run(self, only: set[str] | None = None, log=tqdm.write) -> list[dict]:
+    def todo(self, only: set[str] | None = None, rerun_changed: bool = False) -> tuple[list[Cell], list[Cell]]:
+        """The cells to run, and the finished cells whose settings differ from the spec's."""
         cells = [c for c in cells_of(self.spec) if only is None or c.method.name in only]
-        todo = [c for c in cells if cell_result(self.out, c) is None]
-        if len(todo) < len(cells):
-            log(f"{len(cells) - len(todo)} of {len(cells)} cells already done in {self.out}; running the other {len(todo)}")
+        changed = [c for c in cells if self.changed(c)]
+        todo = [c for c in cells if cell_result(self.out, c) is None or (rerun_changed and c in changed)]
+        return todo, changed
+
+    def run(self, only: set[str] | None = None, rerun_changed: bool = False, log=tqdm.write) -> list[dict]:
+        todo, changed = self.todo(only, rerun_changed)
+        if changed and not rerun_changed:
+            log(f"warning: {len(changed)} finished cell(s) ran with settings the spec no longer has "
+                f"({', '.join(map(str, changed))}); they are kept: pass --rerun-changed to run them again")
+        total = len(cells_of(self.spec)) if only is None else len([c for c in cells_of(self.spec) if c.method.name in only])
+        if len(todo) < total:
+            log(f"{total - len(todo)} of {total} cells already done in {self.out}; running the other {len(todo)}")
         for dataset in self.spec.datasets:
             full = self.ensure_full(dataset)
             if full is not None:
