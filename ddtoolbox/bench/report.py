@@ -121,7 +121,7 @@ def provenance(spec: Spec, results: dict) -> str:
 
     dates = sorted(r["date"][:10] for r in cells.values() if r.get("date"))
     lines = ["## Provenance", "",
-             f"- spec: `{spec.path.name}`; rerun with `ddtool bench {spec.path.name}` (finished cells are kept)",
+             f"- spec: `{spec.path}`; rerun with `ddtool bench {spec.path}` (finished cells are kept)",
              f"- device: {distinct('device')} (host {distinct('host')})",
              f"- dates: {dates[0]} to {dates[-1]}" if dates else "- dates: -",
              f"- software: Python {distinct('python')}, torch {distinct('torch')}, kornia {distinct('kornia')}, "
