@@ -128,6 +128,7 @@ def test_full_data_row_and_recovery_ratio(tmp_path, toy_dataset):
     full = read_json_file(tmp_path / "full" / toy_dataset / "result.json")["result"]
     random = read_json_file(tmp_path / "cells" / toy_dataset / "ipc1" / "random" / "result.json")
     table = render(spec, tmp_path)["markdown"].read_text()
+    assert "(1 run)" in [line for line in table.splitlines() if line.startswith("| Full data")][0]
     recovery = [line for line in table.splitlines() if line.startswith("| Recovery ratio")][0]
     assert recovery.split("|")[2].strip() == f"{random['mean'] / full['mean'] * 100:.1f}%"
     assert len(runner(spec, Recorder()).run(log=lambda *_: None)) == 1  # full data is not retrained; MTT runs
@@ -170,7 +171,7 @@ def test_per_ipc_overrides_and_method_options_win(toy_spec):
 
 
 def _result(mean, std=0.01):
-    return {"mean": mean, "std": std, "runs": [mean]}
+    return {"mean": mean, "std": std, "runs": [mean - std, mean + std]}
 
 
 def test_table_bolds_the_best_and_computes_the_recovery_ratio(toy_spec):
@@ -186,7 +187,7 @@ def test_table_bolds_the_best_and_computes_the_recovery_ratio(toy_spec):
     ratio = rows["Recovery ratio (best / full)"].split("|")
     assert ratio[2].strip() == "88.9%" and ratio[3].strip() == "66.7%"   # 0.8 / 0.9 and 0.6 / 0.9
     csv_rows = csv_table(toy_spec, results).strip().splitlines()
-    assert csv_rows[1].startswith(f"{d},1,random,0.5000,0.0100,1,0.5556")
+    assert csv_rows[1].startswith(f"{d},1,random,0.5000,0.0100,2,0.5556")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -20,11 +20,13 @@ from .spec import Spec
 def collect(spec: Spec, out: Path) -> dict:
     """``{(dataset, ipc, method): result}`` for the finished cells, and the full-data results."""
     cells = {(c.dataset, c.ipc, c.method.name): r for c in cells_of(spec) if (r := cell_result(out, c)) is not None}
-    full = {d: r["result"] for d in spec.datasets if (r := full_result(out, d)) is not None}
-    return {"cells": cells, "full": full}
+    records = {d: r for d in spec.datasets if (r := full_result(out, d)) is not None}
+    return {"cells": cells, "full": {d: r["result"] for d, r in records.items()}, "full_records": records}
 
 
 def _pct(result) -> str:
+    if len(result.get("runs", ())) == 1:  # one network has no spread to show
+        return f"{result['mean'] * 100:.2f} (1 run)"
     return f"{result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}"
 
 
@@ -127,6 +129,8 @@ def provenance(spec: Spec, results: dict) -> str:
              f"- software: Python {distinct('python')}, torch {distinct('torch')}, kornia {distinct('kornia')}, "
              f"ddtoolbox {distinct('ddtoolbox')}",
              f"- time: {sum(r.get('seconds', 0) for r in cells.values()) / 60:.1f} min over {len(cells)} cells",
+             *(f"- full data, {d}: `{r['command']}` ({r['seconds'] / 60:.1f} min on {r.get('device', '?')})"
+               for d, r in results["full_records"].items()),
              "- every cell's exact commands, per-network accuracies and timing: `cells/<dataset>/ipc<N>/<method>/result.json`"]
     return "\n".join(lines) + "\n"
 
