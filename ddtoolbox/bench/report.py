@@ -18,7 +18,8 @@ from .spec import Spec
 
 
 def collect(spec: Spec, out: Path) -> dict:
-    """``{(dataset, ipc, method): result}`` for the finished cells, and the full-data results."""
+    """The finished cells as ``{(dataset, ipc, method): result}``, and the full-data results by dataset
+    (``full``: accuracies; ``full_records``: with their commands and timing)."""
     cells = {(c.dataset, c.ipc, c.method.name): r for c in cells_of(spec) if (r := cell_result(out, c)) is not None}
     records = {d: r for d in spec.datasets if (r := full_result(out, d)) is not None}
     return {"cells": cells, "full": {d: r["result"] for d, r in records.items()}, "full_records": records}
