@@ -12,14 +12,14 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import UsageError
-from .layers import check_norm, check_width, first_padding, norm2d
+from .layers import FeaturesThenLinear, check_norm, check_width, first_padding, norm2d
 from .registry import register_model
 
 # (channel multiplier, kernel, max-pool after)
 LAYERS = ((1.0, 5, True), (1.5, 5, True), (2.0, 3, False), (1.5, 3, False), (1.5, 3, True))
 
 
-class AlexNet(nn.Module):
+class AlexNet(FeaturesThenLinear):
     def __init__(self, channels: int, num_classes: int, image_size=(32, 32), width: int = 128,
                  norm: str = "none"):
         super().__init__()
@@ -39,12 +39,7 @@ class AlexNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             in_ch = out_ch
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(in_ch * h * w, num_classes)
-        self.feature_shape = (in_ch, h, w)
-
-    def forward(self, x):
-        return self.classifier(self.features(x).flatten(1))
+        self.set_layers(layers, (in_ch, h, w), num_classes)
 
 
 @register_model("AlexNet")

@@ -34,3 +34,16 @@ def check_width(width: int, model: str) -> int:
 def first_padding(size: tuple[int, int], normal: int) -> int:
     """28-pixel inputs (MNIST family) are padded to 32 by the first layer, as the DC/MTT nets do."""
     return normal + 2 if tuple(size) == (28, 28) else normal
+
+
+class FeaturesThenLinear(nn.Module):
+    """A convolutional feature stack and one linear layer sized from the final map (VGG11, AlexNet)."""
+
+    def set_layers(self, layers: list[nn.Module], feature_shape: tuple[int, int, int], num_classes: int) -> None:
+        c, h, w = feature_shape
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c * h * w, num_classes)
+        self.feature_shape = feature_shape
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))

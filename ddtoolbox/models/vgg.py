@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import UsageError
-from .layers import check_norm, check_width, first_padding, norm2d
+from .layers import FeaturesThenLinear, check_norm, check_width, first_padding, norm2d
 from .registry import register_model
 
 PATTERN = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M")
 
 
-class VGG11(nn.Module):
+class VGG11(FeaturesThenLinear):
     def __init__(self, channels: int, num_classes: int, image_size=(32, 32), width: int = 64,
                  norm: str = "instancenorm"):
         super().__init__()
@@ -40,12 +40,7 @@ class VGG11(nn.Module):
             layers += [nn.Conv2d(in_ch, out_ch, 3, padding=pad), norm2d(norm, out_ch), nn.ReLU(inplace=True)]
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
             in_ch = out_ch
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(in_ch * h * w, num_classes)
-        self.feature_shape = (in_ch, h, w)
-
-    def forward(self, x):
-        return self.classifier(self.features(x).flatten(1))
+        self.set_layers(layers, (in_ch, h, w), num_classes)
 
 
 @register_model("VGG11")
