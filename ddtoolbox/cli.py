@@ -7,6 +7,7 @@ exit status 2 (see :mod:`ddtoolbox.errors`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -68,6 +69,8 @@ def add_common(p):
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     g.add_argument("--data-root", default=None, help="folder holding the dataset (else $DDTOOL_DATA, then system locations)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch (default: one per core; on a CPU shared with other jobs 1 is often fastest)")
 
 
 def add_model_options(p):
@@ -571,6 +574,22 @@ def _apply_preset(pm, parser, command, name, active) -> list[str]:
     return [p for p in plugins if p not in active]
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run with ``n`` torch CPU threads, then restore the count (``main`` also runs inside tests)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -585,7 +604,8 @@ def main(argv=None) -> int:
             parser.print_help()
             return 2
         args.plugins = args_plugins
-        args.func(args, pm)
+        with cpu_threads(getattr(args, "threads", None)):
+            args.func(args, pm)
         return 0
     except UsageError as exc:
         print(f"ddtool: error: {exc}", file=sys.stderr)

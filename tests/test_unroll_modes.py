@@ -113,3 +113,17 @@ def test_hardware_peak_lookup(monkeypatch):
         finally:
             torch.set_num_threads(before)
         assert cpu[0] == pytest.approx(one * before)
+
+
+def test_threads_option_applies_to_the_command_and_is_restored(ddtool, tmp_path):
+    import json
+
+    before = torch.get_num_threads()
+    results = tmp_path / "speed.jsonl"
+    r = ddtool("bench-speed", "--threads", str(before + 1), "--ipc", "1", "--num-classes", "2", "--size", "8",
+               "--width", "2", "--syn-steps", "1", "--iterations", "1", "--modes", "full", "--no-dsa",
+               "--device", "cpu", "--results", results, "--quiet")
+    assert r.code == 0, r.err
+    assert json.loads(results.read_text())["device"] == f"cpu ({before + 1} threads)"
+    assert torch.get_num_threads() == before
+    assert ddtool("bench-speed", "--threads", "0").code == 2

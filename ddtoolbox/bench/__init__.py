@@ -48,6 +48,8 @@ def cmd_bench(args, pm) -> None:
     common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
     if args.data_root:
         common += ["--data-root", args.data_root]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
     runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet)
     if args.dry_run:
         todo, changed = runner.todo(only, args.rerun_changed)
