@@ -29,6 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            os.chmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide results from co-workers
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -38,6 +39,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_tensors(path, obj: dict) -> Path:
