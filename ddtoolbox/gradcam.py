@@ -222,34 +222,35 @@ def load_torchvision_model(arch: str, weights, model_option: str = "--model",
     if not weights:
         raise UsageError(f"{model_option} {arch} needs {weights_option} FILE (a state dict saved with "
                          f"torch.save(model.state_dict(), FILE)); nothing is downloaded")
-    path = Path(weights)
-    state = load_tensors(path, weights_option,
-                         f"give the path of a {arch} state dict saved with torch.save(model.state_dict(), FILE)")
-    state = _unwrap_state(state, path, weights_option)
+    path, state = _read_state_dict(weights, arch, weights_option)
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     num_classes = matrices[-1].shape[0] if matrices else 1000
-    try:
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-        model.load_state_dict(state, strict=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UsageError(f"{weights_option} file {path} does not fit a torchvision {arch} ({reason}); "
-                         f"check {model_option}") from exc
-    return model
+    return _load_strict(lambda: torchvision.models.get_model(arch, weights=None, num_classes=num_classes), state,
+                        f"{weights_option} file {path} does not fit a torchvision {arch}", f"check {model_option}")
 
 
 def load_state_dict_file(model: nn.Module, weights, model_name: str, weights_option: str = "--weights") -> nn.Module:
     """Load a user's state dict into an already built ``model`` (strictly, safely)."""
+    path, state = _read_state_dict(weights, model_name, weights_option)
+    return _load_strict(lambda: model, state, f"{weights_option} file {path} does not fit {model_name} for this dataset",
+                        "check --model and its options")
+
+
+def _read_state_dict(weights, model_name: str, weights_option: str) -> tuple[Path, dict]:
     path = Path(weights)
     state = load_tensors(path, weights_option,
                          f"give the path of a {model_name} state dict saved with torch.save(model.state_dict(), FILE)")
-    state = _unwrap_state(state, path, weights_option)
+    return path, _unwrap_state(state, path, weights_option)
+
+
+def _load_strict(build, state: dict, problem: str, fix: str) -> nn.Module:
+    """``build()`` a model and load ``state`` into it strictly; any failure is one line: problem (reason); fix."""
     try:
+        model = build()
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise UsageError(f"{weights_option} file {path} does not fit {model_name} for this dataset ({reason}); "
-                         f"check --model and its options") from exc
+        raise UsageError(f"{problem} ({reason}); {fix}") from exc
     return model
 
 

@@ -41,6 +41,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     return path
 
 
+def user_cache_dir() -> Path:
+    """Where ddtoolbox keeps files of its own by default: ``$XDG_CACHE_HOME/ddtoolbox``, else ``~/.cache/ddtoolbox``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "ddtoolbox"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UsageError
-from .io import read_json, write_json
+from .io import read_json, user_cache_dir, write_json
 from .models import canonical_model_name
 from .models.registry import model_defaults
 
@@ -32,8 +32,7 @@ STORE_NAME = "full-data.json"
 def default_store_path() -> Path:
     if os.environ.get("DDTOOL_HOME"):
         return Path(os.environ["DDTOOL_HOME"]) / STORE_NAME
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "ddtoolbox" / STORE_NAME
+    return user_cache_dir() / STORE_NAME
 
 
 def store_path(override=None) -> Path:

@@ -33,9 +33,6 @@ from .spec import Method, Spec
 #: ``execute(argv, log_path)`` runs ``ddtool argv`` and raises on failure.
 Executor = Callable[[list[str], Path], None]
 
-#: buffer options that the random baseline's fresh networks must share with the distilled ones
-MODEL_KEYS = ("model", "width", "depth", "norm", "pooling")
-
 
 def run_in_subprocess(argv: list[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +109,7 @@ class BenchRunner:
         folder = full_folder(self.out, dataset)
         if full_result(self.out, dataset) is None:
             shutil.rmtree(folder, ignore_errors=True)
-            model = {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS}
+            model = self.spec.network
             argv = ["train-full", "--dataset", dataset, *self.flags("train-full", {**model, **self.spec.full}),
                     "--full-results", str(folder / "full-data.json"), "--json", str(folder / "train-full.json"),
                     *self.common]
@@ -127,7 +124,7 @@ class BenchRunner:
     def settings(self, cell: Cell) -> dict:
         """What the spec asks of ``cell``; recorded with its result so that spec edits are noticed."""
         if cell.method.random:
-            return {"random": True, "model": {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS},
+            return {"random": True, "model": self.spec.network,
                     "eval": self.spec.eval_options(cell.ipc)}
         return {"buffer": self.spec.buffer, "matcher": cell.method.matcher, "plugins": cell.method.plugins,
                 "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc)}
@@ -145,7 +142,7 @@ class BenchRunner:
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
-            model = self.flags("eval", {k: v for k, v in self.spec.buffer.items() if k in MODEL_KEYS})
+            model = self.flags("eval", self.spec.network)
             commands.append(["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
                              "--json", str(eval_json), *self.common])
         else:
@@ -170,9 +167,12 @@ class BenchRunner:
 
     # ------------------------------------------------------------------ the grid
 
+    def selected(self, only: set[str] | None = None) -> list[Cell]:
+        return [c for c in cells_of(self.spec) if only is None or c.method.name in only]
+
     def todo(self, only: set[str] | None = None, rerun_changed: bool = False) -> tuple[list[Cell], list[Cell]]:
         """The cells to run, and the finished cells whose settings differ from the spec's."""
-        cells = [c for c in cells_of(self.spec) if only is None or c.method.name in only]
+        cells = self.selected(only)
         changed = [c for c in cells if self.changed(c)]
         todo = [c for c in cells if cell_result(self.out, c) is None or (rerun_changed and c in changed)]
         return todo, changed
@@ -182,7 +182,7 @@ class BenchRunner:
         if changed and not rerun_changed:
             log(f"warning: {len(changed)} finished cell(s) ran with settings the spec no longer has "
                 f"({', '.join(map(str, changed))}); they are kept: pass --rerun-changed to run them again")
-        total = len(cells_of(self.spec)) if only is None else len([c for c in cells_of(self.spec) if c.method.name in only])
+        total = len(self.selected(only))
         if len(todo) < total:
             log(f"{total - len(todo)} of {total} cells already done in {self.out}; running the other {len(todo)}")
         for dataset in self.spec.datasets:

@@ -48,6 +48,7 @@ from ..errors import UsageError
 
 SECTIONS = {"bench", "buffer", "distill", "eval", "ipc", "full", "methods"}
 METHOD_KEYS = {"matcher", "plugins", "options", "random"}
+NETWORK_KEYS = ("model", "width", "depth", "norm", "pooling")
 
 
 @dataclass
@@ -79,6 +80,11 @@ class Spec:
     eval: dict
     per_ipc: dict                     #: {ipc: {"distill": {...}, "eval": {...}}}
     full: dict | None                 #: train-full options, or None for no full-data row
+
+    @property
+    def network(self) -> dict:
+        """The buffer's architecture options, which the random baseline and full-data training share."""
+        return {k: v for k, v in self.buffer.items() if k in NETWORK_KEYS}
 
     def distill_options(self, ipc: int, method: Method) -> dict:
         return {**self.distill, **self.per_ipc.get(ipc, {}).get("distill", {}), **method.options}

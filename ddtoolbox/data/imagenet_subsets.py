@@ -202,9 +202,9 @@ def _register_all() -> None:
 
     def default_dirs(name):
         def dirs():
-            from .prepare import default_cache_dir
+            from ..io import user_cache_dir
 
-            return (default_cache_dir() / name,)
+            return (user_cache_dir() / name,)
 
         return dirs
 

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ddtoolbox.errors import UsageError
-from ddtoolbox.io import load_tensors, save_tensors, write_json
+from ddtoolbox.io import load_tensors, save_tensors, user_cache_dir, write_json
 
 from .imagefolder import IMAGE_EXTENSIONS
 from .imagenet_subsets import IMAGE_SIZE, ImageNetSubset, duplicate_warning, get_subset
@@ -40,11 +40,6 @@ FORMAT_VERSION = 1
 #: ImageNet folder -> registry split
 SPLITS = {"train": "train", "val": "test"}
 TRANSFORM = f"resize shorter side to {IMAGE_SIZE} (bilinear, antialiased), centre crop {IMAGE_SIZE}x{IMAGE_SIZE}"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "ddtoolbox"
 
 
 def is_prepared_dir(path: Path) -> bool:
@@ -58,7 +53,7 @@ def output_dir(subset_name: str, out=None, data_root=None) -> Path:
     root = data_root or os.environ.get(ENV_VAR)
     if root:
         return Path(root).expanduser() / subset_name
-    return default_cache_dir() / subset_name
+    return user_cache_dir() / subset_name
 
 
 def _images_in(folder: Path) -> list[Path]:
