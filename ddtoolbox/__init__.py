@@ -1,13 +1,38 @@
 """ddtoolbox: dataset distillation by trajectory matching, built from plugins.
 
-Plugin authors need only :data:`hookimpl`; see ``docs/plugins.md`` and ``ddtoolbox.hookspecs``.
+The public surface, for plugin authors and Python users alike (see ``docs/plugins.md``)::
+
+    from ddtoolbox import hookimpl, Run, Matcher, TrajectoryMatcher, MatcherContext
+    from ddtoolbox import UsageError, warn
+    from ddtoolbox import DistillConfig, BufferConfig, EvalSettings, distill, train_buffer, evaluate_synthetic
+
+Names other than :data:`hookimpl` are imported on first use, so ``import ddtoolbox`` stays cheap.
 """
+
+import importlib
 
 import pluggy
 
 __version__ = "0.1.0"
 
-#: Marker for plugin hook implementations: ``@hookimpl def on_iteration(run): ...``
+#: Marker for plugin hook implementations: ``@hookimpl def on_iteration(run, record): ...``
 hookimpl = pluggy.HookimplMarker("ddtoolbox")
 
-__all__ = ["hookimpl", "__version__"]
+_LAZY = {
+    "Run": "ddtoolbox.distillation", "distill": "ddtoolbox.distillation",
+    "Matcher": "ddtoolbox.matchers", "MatcherContext": "ddtoolbox.matchers",
+    "TrajectoryMatcher": "ddtoolbox.matchers",
+    "UsageError": "ddtoolbox.errors", "PluginError": "ddtoolbox.errors", "warn": "ddtoolbox.errors",
+    "DistillConfig": "ddtoolbox.config", "BufferConfig": "ddtoolbox.config", "EvalSettings": "ddtoolbox.config",
+    "train_buffer": "ddtoolbox.experts", "evaluate_synthetic": "ddtoolbox.evaluate",
+}
+
+__all__ = ["hookimpl", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ddtoolbox' has no attribute {name!r}")

@@ -1,10 +1,21 @@
-"""Errors a user can fix.
+"""Errors a user can fix, and warnings a run goes on after.
 
 The CLI turns a :class:`UsageError` into one line on stderr and exit status 2, with no traceback.
 Raise it (never ``SystemExit``) for any problem caused by the user's input: a wrong path, an unknown
 name, a bad value, a file that does not match the run. The message must say what is wrong *and*
 what to do about it.
+
+A plugin that finds something worth knowing but not worth stopping for calls :func:`warn`: one
+line on stderr, said once per command however often it happens.
 """
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: set to 1 to see the full traceback of a plugin's or ddtoolbox's own error instead of one line
+DEBUG_ENV = "DDTOOL_DEBUG"
 
 
 class UsageError(Exception):
@@ -12,4 +23,37 @@ class UsageError(Exception):
 
 
 class PluginError(UsageError):
-    """A plugin failed; the message names the plugin and the hook that raised."""
+    """A plugin failed; the message names the plugin and the hook that raised.
+
+    ``plugin`` and ``hook`` say where; the original exception is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, plugin: str | None = None, hook: str | None = None):
+        super().__init__(message)
+        self.plugin = plugin
+        self.hook = hook
+
+
+def debugging() -> bool:
+    """Whether ``DDTOOL_DEBUG`` asks for full tracebacks."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print ``ddtool: warning: MESSAGE`` on stderr, once per distinct message per command or run.
+
+    For plugins and the core alike: a setting that is allowed but probably wrong, a gradient that
+    was missing, an option that is ignored. Say what happened and what to do, in one line.
+    """
+    if message in _warned:
+        return
+    _warned.add(message)
+    print(f"ddtool: warning: {message}", file=sys.stderr)
+
+
+def forget_warnings() -> None:
+    """Start a new scope for :func:`warn` (each command and each run says its warnings again)."""
+    _warned.clear()

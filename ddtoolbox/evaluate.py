@@ -31,41 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import UsageError
-from .models import create_model
-from .trajectories import accuracy
-
-
-PROTOCOLS = {
-    "auto": "soft when the synthetic set has learned labels, else standard",
-    "standard": "cross-entropy on the hard labels (MTT, FTD, random real images)",
-    "soft": "soft cross-entropy on the set's learned soft labels (DATM, EDF)",
-    "kd": "KL to a frozen teacher's outputs on the same augmented batch (SRe2L/RDED; needs --teacher)",
-    "soft-no-teacher": "soft labels without the teacher in the loop (EDF Table 10): the teacher's outputs on "
-                       "the un-augmented images computed once (--teacher), or the learned labels",
-}
-#: KD temperature. SRe2L's train_KD defaults to 3, RDED uses 4 with mixup and 20 with cutmix; 4 is
-#: RDED's setting for the milder augmentation, the closest to DSA.
-DEFAULT_TEMPERATURE = 4.0
-
-
-def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of sum(-log_softmax(logits) * softmax(targets)) (DATM's inner loss)."""
-    return -(F.log_softmax(logits, 1) * F.softmax(soft_targets, 1)).sum(1).mean()
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch.
-
-    SRe2L and RDED use ``KLDivLoss(reduction="batchmean")`` at temperature T with AdamW, which does
-    not care about the loss scale; the evaluation protocol here uses SGD, so the loss is multiplied
-    by ``T^2`` (Hinton et al.) to keep its gradient on the scale of a cross-entropy's.
-    """
-    t = float(temperature)
-    log_p_teacher = F.log_softmax(teacher_logits.detach() / t, 1)
-    log_p_student = F.log_softmax(student_logits / t, 1)
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean() * (t * t)
+from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
+from .models import canonical_model_name, create_model, model_options
 
 
 @dataclass
@@ -133,7 +102,9 @@ def resolve_protocol(name: str, has_learned_labels: bool, teacher=None,
 
 
 @dataclass
-class EvalConfig:
+class TrainRecipe:
+    """How one network is trained on a (synthetic) set: the standard protocol's fixed choices."""
+
     model: str
     model_options: dict
     epochs: int = 1000
@@ -143,7 +114,7 @@ class EvalConfig:
     augment: object = None         #: DSA or None
 
 
-def train_on_set(cfg: EvalConfig, images, targets, lr: float, info, device, soft: bool = False,
+def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, soft: bool = False,
                  protocol: Protocol | None = None, progress: bool = False, desc: str = "train") -> torch.nn.Module:
     """Train one fresh network on ``(images, targets)`` with the standard protocol.
 
@@ -151,20 +122,20 @@ def train_on_set(cfg: EvalConfig, images, targets, lr: float, info, device, soft
     class indices for ``standard``/``kd`` and label logits for the soft protocols.
     """
     protocol = protocol or Protocol("soft" if soft else "standard")
-    net = create_model(cfg.model, info.channels, info.num_classes, info.image_size, **cfg.model_options).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[max(1, cfg.epochs // 2)], gamma=0.1)  # 1 epoch: no decay
+    net = create_model(recipe.model, info.channels, info.num_classes, info.image_size, **recipe.model_options).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[max(1, recipe.epochs // 2)], gamma=0.1)  # 1 epoch: no decay
     images = images.to(device)
     targets = protocol.prepare_targets(images, targets.to(device))
     n = len(images)
     net.train()
-    for _ in tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
+    for _ in tqdm(range(recipe.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
         perm = torch.randperm(n, device=device)
-        for b in range(0, n, cfg.batch_size):
-            idx = perm[b:b + cfg.batch_size]
+        for b in range(0, n, recipe.batch_size):
+            idx = perm[b:b + recipe.batch_size]
             x = images[idx]
-            if cfg.augment is not None:
-                x, _ = cfg.augment(x)
+            if recipe.augment is not None:
+                x, _ = recipe.augment(x)
             loss = protocol.loss(net, x, targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +152,7 @@ def summarise(accs: list[float]) -> dict:
     }
 
 
-def evaluate_set(cfg: EvalConfig, images, targets, lr: float, test_set, runs: int, device,
+def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs: int, device,
                  soft: bool = False, progress: bool = True, desc: str = "eval", sampler=None,
                  protocol: Protocol | None = None) -> dict:
     """Train ``runs`` fresh networks and test each; ``sampler(run)`` may supply a new set per run."""
@@ -194,8 +165,35 @@ def evaluate_set(cfg: EvalConfig, images, targets, lr: float, test_set, runs: in
     for r in tqdm(range(runs), desc=desc, unit="net", disable=not progress, leave=False):
         if sampler is not None:
             images, targets = sampler(r)
-        net = train_on_set(cfg, images, targets, lr, test_set.info, device, soft, protocol=protocol)
+        net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol)
         accs.append(accuracy(net, x_test, y_test))
+    return summarise(accs)
+
+
+def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,
+               batch_size: int, augment, runs: int, device, save_model=None, progress: bool = True) -> dict:
+    """Full-data training (``ddtool train-full``): ``runs`` networks on all of ``train_set`` with the
+    evaluation protocol's loop, each tested; optionally the first saved (a KD teacher)."""
+    if runs < 1:
+        raise UsageError(f"--runs must be at least 1 (got {runs})")
+    recipe = TrainRecipe(model, model_options, epochs, batch_size, augment=augment)
+    x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
+    accs = []
+    for r in range(runs):
+        net = train_on_set(recipe, train_set.images, train_set.labels, lr, train_set.info, device,
+                           progress=progress, desc=f"train-full {r + 1}/{runs}")
+        accs.append(accuracy(net, x_test, y_test))
+        if progress:
+            print(f"network {r + 1}: test accuracy {accs[-1] * 100:.2f}%")
+        if r == 0 and save_model:
+            from .teacher import save_model as save
+
+            save(save_model, net, model=canonical_model_name(model), model_options=model_options,
+                 info=train_set.info, extra={"test_accuracy": accs[-1], "epochs": epochs, "lr": lr,
+                                             "train_images": len(train_set)})
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return summarise(accs)
 
 
@@ -232,3 +230,116 @@ def recovery_ratio(distilled_mean: float, full_mean: float | None) -> float | No
 
 def format_recovery(ratio: float | None) -> str:
     return "" if ratio is None else f"recovery {ratio * 100:.1f}%"
+
+
+def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
+    """``ddtool eval``: train fresh networks on a synthetic set (or random real images), test them.
+
+    :param report: called with one line per model as its result is ready (the CLI prints them).
+    :return: what ``--json`` writes: the first model's result at the top level, every model's under
+        ``results``.
+    """
+    from .augment import DSA
+    from .data import load_dataset
+    from .runtime import resolve_device, seed_everything
+    from .full_results import lookup_full, store_path
+
+    device = resolve_device(settings.device)
+    models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
+    if settings.synthetic:
+        record = load_synthetic(settings.synthetic)
+        meta = record["meta"]
+        test_set = load_dataset(settings.dataset or meta["dataset"], "test", settings.data_root)
+        if test_set.info.name != meta["dataset"]:
+            raise UsageError(f"{settings.synthetic} was distilled from '{meta['dataset']}', not "
+                             f"'{settings.dataset}'; drop --dataset")
+        models = models or [meta["model"]]
+        has_learned = "targets" in record
+        lr = settings.lr or float(record["lr"])
+        what = f"{settings.synthetic} ({meta['matcher']}, IPC {meta['ipc']})"
+        own_model = canonical_model_name(meta["model"])
+    else:
+        train_set = load_dataset(settings.dataset, "train", settings.data_root)
+        test_set = load_dataset(settings.dataset, "test", settings.data_root)
+        models = models or ["ConvNet"]
+        has_learned, lr, own_model = False, settings.lr or 0.01, None
+        what = f"random real images, IPC {settings.random_ipc} of {test_set.info.name}"
+    teacher = None
+    if settings.teacher:
+        from .teacher import load_teacher
+
+        teacher, _ = load_teacher(settings.teacher, test_set.info, device)
+    protocol = resolve_protocol(settings.protocol, has_learned, teacher, settings.temperature or DEFAULT_TEMPERATURE)
+    if settings.temperature is not None and protocol.name != "kd":
+        raise UsageError(f"--temperature is used by --protocol kd only, not {protocol.name}")
+    info = test_set.info
+    options_all = [model_options(m, settings, meta["model_options"] if settings.synthetic and m == own_model else None)
+                   for m in models]
+    for model, options in zip(models, options_all):   # bad options or sizes fail before any training
+        create_model(model, info.channels, info.num_classes, info.image_size, **options)
+    full_path = store_path(settings.full_results)
+    augment = None if settings.no_dsa else DSA()
+    results = []
+    for model, options in zip(models, options_all):
+        generator = seed_everything(settings.seed)   # each model's result is independent of the others
+        recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment)
+        if settings.synthetic:
+            targets = record["targets"] if protocol.soft_targets and teacher is None else record["labels"]
+            result = evaluate_set(recipe, record["images"], targets, lr, test_set, settings.eval_runs, device,
+                                  progress=not settings.quiet, desc=f"eval {model}", protocol=protocol)
+        else:
+            result = evaluate_set(recipe, None, None, lr, test_set, settings.eval_runs, device,
+                                  progress=not settings.quiet, desc=f"eval random {model}", protocol=protocol,
+                                  sampler=lambda r: train_set.sample_per_class(settings.random_ipc, generator))
+        full = lookup_full(full_path, info.name, model, options)
+        full_mean = full["mean"] if full else None
+        ratio = recovery_ratio(result["mean"], full_mean)
+        results.append({"model": model, "model_options": options, **result,
+                        "full_accuracy": full_mean, "recovery": ratio})
+        if report is not None:
+            rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
+            report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
+                   f"({protocol.name} protocol){rec}")
+    first = results[0]
+    return {
+        "what": what, "model": first["model"], "model_options": first["model_options"],
+        "mean": first["mean"], "std": first["std"], "runs": first["runs"],
+        "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
+        "protocol": protocol.name, "temperature": protocol.temperature if protocol.name == "kd" else None,
+        "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
+        "lr": lr, "epochs": settings.eval_epochs, "results": results,
+    }
+
+
+def train_full_data(settings: TrainFullSettings, report=None) -> dict:
+    """``ddtool train-full``: train on the whole training split, test, and store the accuracy.
+
+    :return: the stored entry (accuracy, settings, versions).
+    """
+    from .augment import DSA
+    from .data import load_dataset
+    from .full_results import store_full, store_path
+    from .runtime import resolve_device, seed_everything
+
+    device = resolve_device(settings.device)
+    model = canonical_model_name(settings.model)
+    options = model_options(model, settings)
+    seed_everything(settings.seed)
+    train_set = load_dataset(settings.dataset, "train", settings.data_root)
+    test_set = load_dataset(settings.dataset, "test", settings.data_root)
+    info = train_set.info
+    create_model(model, info.channels, info.num_classes, info.image_size, **options)  # fail before training
+    result = train_full(train_set=train_set, test_set=test_set, model=model, model_options=options,
+                        epochs=settings.train_epochs, lr=settings.lr, batch_size=settings.batch_size,
+                        augment=None if settings.no_dsa else DSA(), runs=settings.runs, device=device,
+                        save_model=settings.save_model, progress=not settings.quiet)
+    recorded = {"epochs": settings.train_epochs, "lr": settings.lr, "batch_size": settings.batch_size,
+                "augmentation": "none" if settings.no_dsa else "dsa", "seed": settings.seed,
+                "train_images": len(train_set)}
+    path = store_path(settings.full_results)
+    entry = store_full(path, info.name, model, options, result, recorded)
+    if report is not None:
+        report(f"full data ({info.name}, {len(train_set)} images): {format_result(result)} over "
+               f"{len(result['runs'])} {model} networks; stored in {path}"
+               + (f"; network saved to {settings.save_model}" if settings.save_model else ""))
+    return entry

@@ -1,34 +1,46 @@
 """Finding, loading and calling plugins.
 
 Installed plugins are entry points in the group ``ddtoolbox`` (the built-in MTT matcher is one,
-so the path third parties use is the path the core itself uses). ``--plugin NAME`` activates an
-installed plugin by entry-point name or imports a module by dotted path; ``--plugin no:NAME``
-keeps an installed plugin from being loaded at all, like pytest's ``-p no:NAME``.
+so the path third parties use is the path the core itself uses). A plugin named in a run (by
+``--plugin NAME`` or ``distill(..., plugins=[...])``) is loaded by entry-point name or imported by
+dotted module path; a blocked name (``--plugin no:NAME``) is never registered, like pytest's
+``-p no:NAME``.
+
+Every hook call, set-up and run alike, goes through :meth:`PluginManager.call`: it calls each
+implementation itself (pluggy's order: last registered first, ``tryfirst``/``trylast`` honoured),
+hands each plugin its own ``options``, ``state`` and ``cache`` where the hook has them, names the plugin when
+one fails, and is what ``DDTOOL_TRACE_HOOKS=1`` prints. Hook wrappers are not supported.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib
+import math
 import os
 import sys
-import types
+import time
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UsageError
+from .errors import PluginError, UsageError, debugging, warn
+from .options import option_fields
 
 ENTRY_POINT_GROUP = "ddtoolbox"
 RUN_HOOKS = ("on_run_start", "on_loss_vector", "on_pixel_grad", "on_iteration", "on_run_end")
+#: set to 1 to print every hook call: hook, plugin, argument summaries, result and time
 TRACE_ENV = "DDTOOL_TRACE_HOOKS"
+#: the commands whose options plugins may add to
+OPTION_COMMANDS = ("buffer", "distill", "eval")
+TRACE_LINE = 300
 
 
 @dataclass
 class Registered:
-    """Something a plugin registered (a matcher or a trainer), remembering which plugin did."""
+    """Something a plugin registered (a matcher, a trainer, a preset, a command), remembering which plugin did."""
 
     name: str
     obj: object
@@ -51,21 +63,75 @@ def split_plugin_args(values) -> tuple[list[str], set[str]]:
     return active, blocked
 
 
+# ---------------------------------------------------------------------------- tracing
+
+
+def summarise(value, depth: int = 0) -> str:
+    """A short description of a hook argument: shapes and types, never tensor contents."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        dtype = str(value.dtype).replace("torch.", "")
+        device = getattr(value, "device", None)
+        where = f"@{device}" if device is not None and str(device) != "cpu" else ""
+        return f"{type(value).__name__}[{dtype}{where}]{tuple(shape)}"
+    if value is None or isinstance(value, (bool, int)):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, dict):
+        if depth or len(value) > 6:
+            return f"dict({len(value)} keys)"
+        return "{" + ", ".join(f"{k}: {summarise(v, 1)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({len(value)})"
+    brief = getattr(value, "trace_summary", None)
+    if callable(brief):
+        return brief()
+    if callable(value):
+        return getattr(value, "__qualname__", type(value).__name__)
+    return type(value).__name__
+
+
+def trace(hook: str, plugin: str, kwargs: dict, result, seconds: float) -> None:
+    args = ", ".join(f"{k}={summarise(v)}" for k, v in kwargs.items())
+    line = f"ddtool: hook {hook} -> {plugin}({args}) = {summarise(result)} [{seconds * 1000:.1f} ms]"
+    if len(line) > TRACE_LINE:
+        line = line[:TRACE_LINE - 3] + "..."
+    print(line, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- the manager
+
+
 @dataclass
 class PluginManager:
-    """A pluggy manager with ddtoolbox's loading rules, registries and error reporting."""
+    """A pluggy manager with ddtoolbox's loading rules, registries, options and one hook-call path.
+
+    :param blocked: names never to register (``--plugin no:NAME``).
+    :param builtins: ``(name, module)`` pairs registered before the entry points and left out of
+        :meth:`plugin_names` (the CLI's own commands are registered so).
+    """
 
     blocked: set[str] = field(default_factory=set)
+    builtins: tuple = ()
 
     def __post_init__(self):
+        self.blocked = set(self.blocked)
         self.pm = pluggy.PluginManager("ddtoolbox")
         self.pm.add_hookspecs(hookspecs)
-        if os.environ.get(TRACE_ENV):
-            self.pm.trace.root.setwriter(sys.stderr.write)
-            self.pm.enable_tracing()
+        self.builtin_names = set()
+        for name, module in self.builtins:
+            self.pm.register(module, name=name)
+            self.builtin_names.add(name)
         self.installed: list[str] = []
+        self._blocked_entry_points = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.blocked or self.pm.has_plugin(ep.name):
+            if ep.name in self.blocked:
+                self._blocked_entry_points[ep.name] = ep
+                continue
+            if self.pm.has_plugin(ep.name):
                 continue
             try:
                 plugin = ep.load()
@@ -78,9 +144,68 @@ class PluginManager:
                 continue
             self.pm.register(plugin, name=ep.name)
             self.installed.append(ep.name)
-        self.matchers = self._collect("register_matchers", self._matcher_entry)
-        self.trainers = self._collect("register_trainers", self._trainer_entry)
-        self.presets = self._collect("register_presets", self._preset_entry)
+        self.matchers: dict[str, Registered] = {}
+        self.trainers: dict[str, Registered] = {}
+        self.presets: dict[str, Registered] = {}
+        self.commands: dict[str, Registered] = {}
+        self._option_classes: dict[str, dict] = {}
+        self._collect_registrations()
+
+    # ------------------------------------------------------------------ the one call path
+
+    def call(self, hook_name: str, only=None, per_plugin=None, **kwargs) -> list[tuple[str, object]]:
+        """Call ``hook_name`` on each implementation (of the plugins in ``only``, if given).
+
+        :param per_plugin: ``per_plugin(plugin) -> dict`` of extra arguments for that plugin alone
+            (a run's ``options`` and ``state``).
+        :return: ``(plugin, result)`` pairs in call order, ``None`` results included.
+
+        A :class:`UsageError` from a plugin is re-raised with the plugin's name; any other exception
+        becomes a :class:`PluginError` naming the plugin and the hook, unless ``DDTOOL_DEBUG`` is set,
+        in which case it propagates unchanged with its traceback.
+        """
+        tracing = bool(os.environ.get(TRACE_ENV))
+        pairs = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            plugin = impl.plugin_name
+            if only is not None and plugin not in only:
+                continue
+            given = dict(kwargs, **(per_plugin(plugin) if per_plugin else {}))
+            args = {k: given[k] for k in impl.argnames if k in given}
+            start = time.perf_counter()
+            try:
+                result = impl.function(**args)
+            except PluginError:
+                raise
+            except UsageError as exc:
+                if debugging():
+                    raise
+                raise UsageError(f"plugin '{plugin}': {exc}") from exc
+            except Exception as exc:
+                if debugging():
+                    raise
+                raise PluginError(f"plugin '{plugin}' failed in hook {hook_name}: {exc!r} "
+                                  f"(DDTOOL_DEBUG=1 shows the traceback)", plugin, hook_name) from exc
+            if tracing:
+                trace(hook_name, plugin, args, result, time.perf_counter() - start)
+            pairs.append((plugin, result))
+        return pairs
+
+    def call_user(self, plugin: str, what: str, fn, *args, **kwargs):
+        """Call plugin code that is not a hook (a matcher's method, a trainer factory) with the same reporting."""
+        try:
+            return fn(*args, **kwargs)
+        except PluginError:
+            raise
+        except UsageError as exc:
+            if debugging():
+                raise
+            raise UsageError(f"plugin '{plugin}': {exc}") from exc
+        except Exception as exc:
+            if debugging():
+                raise
+            raise PluginError(f"plugin '{plugin}' failed in {what}: {exc!r} (DDTOOL_DEBUG=1 shows the traceback)",
+                              plugin, what) from exc
 
     # ------------------------------------------------------------------ loading
 
@@ -89,7 +214,7 @@ class PluginManager:
         if self.pm.has_plugin(value):
             return value
         if value in self.blocked:
-            raise UsageError(f"plugin '{value}' is both requested and blocked with no:{value}")
+            raise UsageError(f"plugin '{value}' is blocked with --plugin no:{value}")
         try:
             module = importlib.import_module(value)
         except ModuleNotFoundError as exc:
@@ -104,38 +229,57 @@ class PluginManager:
             raise UsageError(f"plugin module '{value}' failed to import: {exc!r}") from exc
         if not self.pm.is_registered(module):
             self.pm.register(module, name=value)
-            self.matchers.update(self._collect("register_matchers", self._matcher_entry, [value]))
-            self.trainers.update(self._collect("register_trainers", self._trainer_entry, [value]))
-            self.presets.update(self._collect("register_presets", self._preset_entry, [value]))
+            self._collect_registrations([value])
+            self._option_classes.clear()
         return self.pm.get_name(module)
 
+    def activate(self, names) -> list[str]:
+        """Load the plugins a run names; a blocked one is left out, with a warning that says so."""
+        active = []
+        for value in names or ():
+            if value in self.blocked:
+                warn(f"plugin '{value}' is blocked (--plugin no:{value}); ignoring --plugin {value}")
+                continue
+            name = self.load(value)
+            if name not in active:
+                active.append(name)
+        return active
+
     def plugin_names(self) -> list[str]:
-        return [name for name, _ in self.pm.list_name_plugin()]
+        return [name for name, _ in self.pm.list_name_plugin() if name not in self.builtin_names]
 
     def description(self, name: str) -> str:
         return first_line(getattr(self.pm.get_plugin(name), "__doc__", None))
 
     # ------------------------------------------------------------------ registries
 
-    def _collect(self, hook_name, make_entry, only=None) -> dict[str, Registered]:
+    def _collect_registrations(self, only=None) -> None:
+        self._collect("register_matchers", self.matchers, self._matcher_entry, only)
+        self._collect("register_trainers", self.trainers, self._trainer_entry, only)
+        self._collect("register_presets", self.presets, self._preset_entry, only)
+        self._collect("register_commands", self.commands, self._command_entry, only)
+
+    def _collect(self, hook_name, registry: dict, make_entry, only) -> None:
         found: dict[str, Registered] = {}
-        registry = hook_name.replace("register_", "")
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            if only is not None and impl.plugin_name not in only:
-                continue
+        current = {"plugin": None}
 
-            def register(*args, _plugin=impl.plugin_name, **kwargs):
-                entry = make_entry(_plugin, *args, **kwargs)
-                previous = found.get(entry.name) or getattr(self, registry, {}).get(entry.name)
-                if previous is not None and previous.obj is not entry.obj and previous.plugin != _plugin:
-                    raise UsageError(
-                        f"'{entry.name}' is registered by both plugin '{previous.plugin}' and "
-                        f"plugin '{_plugin}'; uninstall one or block it with --plugin no:NAME"
-                    )
-                found[entry.name] = entry
+        def register(*args, **kwargs):
+            plugin = current["plugin"]
+            entry = make_entry(plugin, *args, **kwargs)
+            previous = found.get(entry.name) or registry.get(entry.name)
+            if previous is not None and previous.obj is not entry.obj and previous.plugin != plugin:
+                raise UsageError(
+                    f"'{entry.name}' is registered by both plugin '{previous.plugin}' and "
+                    f"plugin '{plugin}'; uninstall one or block it with --plugin no:NAME"
+                )
+            found[entry.name] = entry
 
-            self._call_impl(impl, hook_name, register=register)
-        return found
+        def per_plugin(plugin):
+            current["plugin"] = plugin
+            return {}
+
+        self.call(hook_name, only=only, per_plugin=per_plugin, register=register)
+        registry.update(found)
 
     @staticmethod
     def _matcher_entry(plugin, matcher_class):
@@ -155,110 +299,116 @@ class PluginManager:
             raise UsageError(f"plugin '{plugin}' registered preset '{name}' whose values are not a dict of dicts per subcommand")
         return Registered(name, values, plugin, description)
 
+    @staticmethod
+    def _command_entry(plugin, name, *, setup, run, help="", description=None):
+        return Registered(name, (setup, run, description), plugin, help)
+
+    def _lookup(self, registry: dict, what: str, name: str, hint: str) -> Registered:
+        if name not in registry:
+            known = ", ".join(sorted(registry)) or hint
+            raise UsageError(f"unknown {what} '{name}'; available: {known}")
+        return registry[name]
+
     def preset(self, name: str) -> Registered:
-        if name not in self.presets:
-            known = ", ".join(sorted(self.presets)) or "none installed"
-            raise UsageError(f"unknown preset '{name}'; available: {known} (see 'ddtool presets')")
-        return self.presets[name]
+        return self._lookup(self.presets, "preset", name, "none installed (see 'ddtool presets')")
 
     def matcher(self, name: str) -> Registered:
-        if name not in self.matchers:
-            known = ", ".join(sorted(self.matchers)) or "none (is ddtoolbox installed? pip install -e .)"
-            raise UsageError(f"unknown matcher '{name}'; available: {known}")
-        return self.matchers[name]
+        return self._lookup(self.matchers, "matcher", name, "none (is ddtoolbox installed? pip install -e .)")
 
     def trainer(self, name: str) -> Registered:
-        if name not in self.trainers:
-            known = ", ".join(sorted(self.trainers)) or "none"
-            raise UsageError(f"unknown trainer '{name}'; available: {known}")
-        return self.trainers[name]
+        return self._lookup(self.trainers, "trainer", name, "none")
 
     # ------------------------------------------------------------------ options
 
-    def add_options(self, command: str, parser: argparse.ArgumentParser) -> None:
-        """Give every installed plugin its own argument group on ``parser``."""
-        for impl in reversed(self.pm.hook.add_options.get_hookimpls()):
-            group = parser.add_argument_group(f"plugin {impl.plugin_name}")
-            self._call_impl(impl, "add_options", command=command, parser=group)
+    def option_classes(self, command: str) -> dict[str, type]:
+        """``{plugin: options class}`` of the installed plugins that declare options for ``command``."""
+        if command not in self._option_classes:
+            classes = {}
+            for plugin, cls in self.call("add_options", command=command):
+                if cls is None:
+                    continue
+                if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and option_fields(cls)):
+                    raise PluginError(f"plugin '{plugin}' returned {cls!r} from add_options; return a dataclass "
+                                      f"whose fields are declared with ddtoolbox.options.option (or None)",
+                                      plugin, "add_options")
+                classes[plugin] = cls
+            self._option_classes[command] = classes
+        return self._option_classes[command]
+
+    def blocked_option_classes(self, command: str) -> dict[str, type]:
+        """The options blocked installed plugins would add: accepted and ignored, so an ablation's
+        command line can block a plugin without dropping its flags."""
+        classes = {}
+        for name, ep in self._blocked_entry_points.items():
+            try:
+                module = ep.load()
+                cls = module.add_options(command=command) if hasattr(module, "add_options") else None
+            except Exception:  # a broken plugin is the usual reason to block it
+                continue
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+                classes[name] = cls
+        return classes
 
     def options_of(self, plugin: str, command: str) -> list[str]:
-        """The option strings a plugin adds to ``command`` (for ``ddtool plugins``)."""
-        return [a.option_strings[-1] for a in self._actions_of(plugin, command)]
+        """The flags a plugin adds to ``command`` (for ``ddtool plugins``)."""
+        cls = self.option_classes(command).get(plugin)
+        if cls is None:
+            return []
+        return [info.flags[0] if info.flags else "--" + f.name.replace("_", "-") for f, info in option_fields(cls)]
 
-    def option_values(self, plugin: str, command: str, args: argparse.Namespace) -> dict:
-        """``{dest: value}`` of the options ``plugin`` adds to ``command``, as parsed into ``args``."""
-        return {a.dest: getattr(args, a.dest) for a in self._actions_of(plugin, command) if hasattr(args, a.dest)}
+    def plugin_options(self, command: str, values: dict, active) -> dict[str, object]:
+        """Each active plugin's options object for ``command``, made from ``{field: value}``.
 
-    def _actions_of(self, plugin: str, command: str) -> list[argparse.Action]:
-        parser = argparse.ArgumentParser(add_help=False)
-        for impl in self.pm.hook.add_options.get_hookimpls():
-            if impl.plugin_name == plugin:
-                self._call_impl(impl, "add_options", command=command, parser=parser)
-        return [a for a in parser._actions if a.option_strings]
-
-    def _call_impl(self, impl, hook_name, **kwargs):
-        try:
-            return impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except UsageError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"plugin '{impl.plugin_name}' failed in hook {hook_name}: {exc!r}") from exc
+        Values for installed plugins that are not active are accepted and not used; values for
+        blocked plugins are ignored with a warning; any other key is an error naming it.
+        """
+        classes = self.option_classes(command)
+        owner = {f.name: plugin for plugin, cls in classes.items() for f in dataclasses.fields(cls)}
+        blocked = {f.name: plugin for plugin, cls in self.blocked_option_classes(command).items()
+                   for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in values if k not in owner and k not in blocked)
+        if unknown:
+            known = ", ".join(sorted(owner)) or "none"
+            raise UsageError(f"unknown {command} plugin option(s) {', '.join(unknown)}; the installed plugins' "
+                             f"options are: {known}")
+        out = {}
+        for plugin, cls in classes.items():
+            if plugin not in active:
+                continue
+            mine = {k: v for k, v in values.items() if owner.get(k) == plugin}
+            out[plugin] = self.call_user(plugin, "its options", cls, **mine)
+        return out
 
     # ------------------------------------------------------------------ run hooks
 
     def run_hooks(self, active: list[str]) -> RunHooks:
-        """Hook callers that reach only the ``active`` plugins."""
-        inactive = [p for n, p in self.pm.list_name_plugin() if n not in active]
-        return RunHooks(self.pm, {name: self.pm.subset_hook_caller(name, inactive) for name in RUN_HOOKS})
+        """Hook callers that reach only the ``active`` plugins, each with its own options and state."""
+        return RunHooks(self, list(active))
 
 
 class RunHooks:
-    """Calls the run hooks on the active plugins and names the plugin when one raises."""
+    """Calls the run hooks on a run's active plugins: ``hooks.on_iteration(run=run, record=record)``.
 
-    def __init__(self, pm: pluggy.PluginManager, callers: dict):
-        self._pm = pm
-        self._callers = callers
+    Each implementation may also take ``options`` (its plugin's options object, or ``None``),
+    ``state`` (its plugin's ``run.state[plugin]`` dict) and ``cache`` (``run.cache[plugin]``).
+    """
+
+    def __init__(self, manager: PluginManager, active: list[str]):
+        self._manager = manager
+        self.active = active
+
+    def results(self, hook_name: str, run, **kwargs) -> list[tuple[str, object]]:
+        def per_plugin(plugin):
+            return {"options": run.options.get(plugin), "state": run.state.setdefault(plugin, {}),
+                    "cache": run.cache.setdefault(plugin, {})}
+
+        return self._manager.call(hook_name, only=self.active, per_plugin=per_plugin, run=run, **kwargs)
 
     def __getattr__(self, hook_name):
-        caller = self._callers[hook_name]
+        if hook_name not in RUN_HOOKS:
+            raise AttributeError(hook_name)
 
-        def call(**kwargs):
-            try:
-                return caller(**kwargs)
-            except Exception as exc:
-                plugin = self._culprit(caller, exc)
-                if plugin is None:
-                    raise
-                if isinstance(exc, UsageError):
-                    raise UsageError(f"plugin '{plugin}': {exc}") from exc
-                raise PluginError(f"plugin '{plugin}' failed in hook {hook_name}: {exc}") from exc
+        def call(run, **kwargs):
+            self.results(hook_name, run, **kwargs)
 
         return call
-
-    def results(self, hook_name, **kwargs) -> list[tuple[str, object]]:
-        """Call a hook's implementations in pluggy's order; return ``(plugin, result)`` pairs.
-
-        Unlike a plain hook call this keeps the ``None`` results, so each result can be traced
-        to the plugin that returned it.
-        """
-        pairs = []
-        for impl in reversed(self._callers[hook_name].get_hookimpls()):
-            try:
-                pairs.append((impl.plugin_name, impl.function(**{k: kwargs[k] for k in impl.argnames})))
-            except UsageError as exc:
-                raise UsageError(f"plugin '{impl.plugin_name}': {exc}") from exc
-            except Exception as exc:
-                raise PluginError(f"plugin '{impl.plugin_name}' failed in hook {hook_name}: {exc!r}") from exc
-        return pairs
-
-    @staticmethod
-    def _culprit(caller, exc) -> str | None:
-        """The plugin whose hook function is on the traceback of ``exc``."""
-        codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()
-                 if isinstance(impl.function, types.FunctionType)}
-        tb = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code in codes:
-                return codes[tb.tb_frame.f_code]
-            tb = tb.tb_next
-        return None

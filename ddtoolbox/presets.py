@@ -61,7 +61,10 @@ def as_flags(values: dict, parser=None) -> list[str]:
     With ``parser``, each destination becomes the option string that parser really has (``train_epochs``
     is ``--epochs`` for some commands); without, underscores simply become dashes.
     """
-    spelled = {a.dest: a.option_strings for a in parser._actions if a.option_strings} if parser else {}
+    spelled = {}
+    for a in (parser._actions if parser else ()):
+        if a.option_strings and a.dest not in spelled:   # a switch's first flag, not its 'off' twin
+            spelled[a.dest] = a.option_strings
     flags = []
     for key, value in values.items():
         flag = next((o for o in spelled.get(key, ()) if o.startswith("--")), "--" + key.replace("_", "-"))

@@ -155,36 +155,3 @@ def append_results(path, rows: list[dict]) -> None:
     old = path.read_bytes() if path.exists() else b""
     new = b"".join((json.dumps(r) + "\n").encode() for r in rows)
     atomic_write(path, lambda fh: fh.write(old + new))
-
-
-def cmd_bench_speed(args, pm) -> None:
-    from .runtime import resolve_device
-
-    device = resolve_device(args.device)
-    configure_backends(device, args.tf32)
-    opts = {"width": args.width, "norm": args.norm, "pooling": args.pooling}
-    if args.depth is not None:
-        opts["depth"] = args.depth
-    env = environment(device)
-    config = {"channels": args.channels, "size": args.size, "num_classes": args.num_classes, "model": args.model,
-              "model_options": opts, "ipc": args.ipc, "batch_syn": args.batch_syn, "syn_steps": args.syn_steps,
-              "dsa": not args.no_dsa, "tf32": args.tf32}
-    print(f"bench-speed on {env['device']}: {args.model} {opts}, {args.channels}x{args.size}x{args.size}, "
-          f"IPC {args.ipc} x {args.num_classes} classes, batch_syn {args.batch_syn or 'all'}, {args.syn_steps} steps")
-    peak = (args.peak_tflops, "given with --peak-tflops") if args.peak_tflops else hardware_peak_tflops(device, args.tf32)
-    if peak:
-        print(f"hardware peak {peak[0] * 1000:.1f} GFLOP/s ({peak[1]})")
-    rows = []
-    for mode in args.modes:
-        r = measure(mode, channels=args.channels, size=args.size, num_classes=args.num_classes, model=args.model,
-                    model_options=opts, ipc=args.ipc, batch_syn=args.batch_syn, syn_steps=args.syn_steps,
-                    device=device, iterations=args.iterations, dsa=not args.no_dsa, seed=args.seed)
-        if peak:
-            r.update(peak_tflops=peak[0], peak_source=peak[1], fraction_of_peak=r["achieved_tflops"] / peak[0])
-        share = f" ({r['fraction_of_peak']:.0%} of peak)" if peak else ""
-        print(f"  {mode:<13} {r['seconds_per_iteration'] * 1000:9.1f} ms/iteration   peak {r['peak_memory_bytes'] / 2**20:9.1f} MiB   "
-              f"{r['gflop_per_iteration']:8.1f} GFLOP -> {r['achieved_tflops'] * 1000:.1f} GFLOP/s achieved{share}")
-        rows.append({**env, **config, **r})
-    if args.results:
-        append_results(args.results, rows)
-        print(f"appended to {args.results}")

@@ -6,22 +6,26 @@ Installing ddtoolbox makes these fixtures available in any pytest run:
   16) whose class evidence is a bright square in one quadrant per class. Nothing is read from disk.
 * ``toy_buffer``: a folder of expert trajectories (2 experts x 4 epochs, ConvNet width 8) trained
   on ``toy_dataset``; built once per test session.
-* ``ddtool``: runs the command line in-process, ``ddtool("distill", "--buffer", ...)``, and
-  returns a :class:`CliResult` with ``code``, ``out`` and ``err``.
+* ``ddtool`` (from :mod:`ddtoolbox.cli.testing`): runs the command line in-process,
+  ``ddtool("distill", "--buffer", ...)``, and returns a ``CliResult`` with ``code``, ``out`` and
+  ``err``.
+* :func:`toy_config`: a :class:`ddtoolbox.DistillConfig` sized for the toy buffer, for tests that
+  call :func:`ddtoolbox.distill` directly.
 
-A plugin's test can therefore run a real distillation in a second or two::
+A plugin's test can therefore run a real distillation in a second or two, from the command line
+or from Python::
 
     def test_my_plugin_runs(ddtool, toy_dataset, toy_buffer, tmp_path):
         r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer,
                    "--out", tmp_path, "--iterations", "2", *TOY_DISTILL, "--plugin", "my_plugin")
         assert r.code == 0, r.err
+
+    def test_my_plugin_state(toy_buffer, tmp_path):
+        run = distill(toy_config(toy_buffer, tmp_path, iterations=2), plugins=["my_plugin"])
+        assert run.state["my_plugin"]["count"] == 2
 """
 
 from __future__ import annotations
-
-import contextlib
-import io
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -32,7 +36,8 @@ TOY_SIZE = 16
 #: distill options sized for the toy buffer (its trajectories have 4 epochs)
 TOY_DISTILL = ("--ipc", "2", "--syn-steps", "3", "--expert-epochs", "1", "--max-start-epoch", "3",
                "--lr-img", "10", "--device", "cpu", "--quiet")
-#: buffer options that make the toy buffer
+#: the settings of the toy buffer, and the same as ``ddtool buffer`` options
+TOY_BUFFER_SETTINGS = dict(num_experts=2, train_epochs=4, width=8, batch_size=32, lr=0.05, device="cpu", quiet=True)
 TOY_BUFFER = ("--num-experts", "2", "--epochs", "4", "--width", "8", "--batch-size", "32", "--lr", "0.05",
               "--device", "cpu", "--quiet")
 
@@ -65,21 +70,14 @@ def register_toy_dataset() -> str:
     return TOY_NAME
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
+def toy_config(buffer, out, **changes):
+    """A :class:`ddtoolbox.DistillConfig` for the toy buffer (:data:`TOY_DISTILL`'s settings)."""
+    from .config import DistillConfig
 
-
-def run_cli(*argv) -> CliResult:
-    """Run ``ddtool`` in this process and capture what it prints."""
-    from .cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return CliResult(code, out.getvalue(), err.getvalue())
+    values = dict(dataset=TOY_NAME, buffer=str(buffer), out=str(out), ipc=2, syn_steps=3, expert_epochs=1,
+                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2)
+    values.update(changes)
+    return DistillConfig(**values)
 
 
 @pytest.fixture(scope="session")
@@ -87,19 +85,16 @@ def toy_dataset() -> str:
     return register_toy_dataset()
 
 
-@pytest.fixture
-def ddtool():
-    return run_cli
-
-
 @pytest.fixture(scope="session")
 def toy_buffer(toy_dataset, tmp_path_factory) -> str:
+    from .config import BufferConfig
+    from .experts import train_buffer
+
     out = tmp_path_factory.mktemp("toy-buffer")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: extra threads only add overhead (and spin on busy CPUs)
     try:
-        result = run_cli("buffer", "--dataset", toy_dataset, "--out", out, *TOY_BUFFER)
+        train_buffer(BufferConfig(dataset=toy_dataset, out=str(out), **TOY_BUFFER_SETTINGS))
     finally:
         torch.set_num_threads(before)
-    assert result.code == 0, result.err
     return str(out)

@@ -171,7 +171,9 @@ def graph_bytes_per_step(student: FlatModel, theta0, images, targets, syn_lr, ba
     return total
 
 
-UNROLL_MODES = ("full", "checkpointed", "auto")
+#: the exact unroll modes, and ``auto``, which picks one of them by the memory it needs
+EXACT_MODES = ("full", "checkpointed")
+UNROLL_MODES = (*EXACT_MODES, "auto")
 
 
 def free_memory_bytes(device: torch.device) -> int:

@@ -7,10 +7,11 @@ import pytest
 from ddtoolbox.bench.report import csv_table, markdown_table, render
 from ddtoolbox.bench.runner import BenchRunner, cells_of
 from ddtoolbox.bench.spec import Method, check_spec, read_spec
-from ddtoolbox.cli import build_parser
+from ddtoolbox.cli import manager
+from ddtoolbox.cli.parsing import build_parser
 from ddtoolbox.errors import UsageError
 from ddtoolbox.plugins import PluginManager
-from ddtoolbox.testing import run_cli
+from ddtoolbox.cli.testing import run_cli
 
 TOY_SPEC = """
 [bench]
@@ -74,7 +75,7 @@ def toy_spec(tmp_path, toy_dataset):
 
 def runner(spec, execute):
     return BenchRunner(spec, spec.path.parent, ["--device", "cpu", "--quiet"], {"device": "cpu", "date": "2026-11-26"},
-                       build_parser(PluginManager()).commands, execute, progress=False)
+                       build_parser(manager()).commands, execute, progress=False)
 
 
 def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_spec):
@@ -119,7 +120,7 @@ def test_full_data_row_and_recovery_ratio(tmp_path, toy_dataset):
     path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace("ipcs = [1, 2]", "ipcs = [1]")
                     + "\n[full]\ntrain_epochs = 1\nruns = 1\n")
     spec = read_spec(path)
-    check_spec(spec, build_parser(PluginManager()).commands)
+    check_spec(spec, build_parser(manager()).commands)
     rec = Recorder()
     runner(spec, rec).run(only={"random"}, log=lambda *_: None)
     (full_argv,) = [a for a in rec.calls if a[0] == "train-full"]
@@ -207,7 +208,7 @@ def test_malformed_specs_are_named(tmp_path, text, message):
 
 
 def test_option_typos_fail_before_anything_runs(toy_spec, tmp_path):
-    parsers = build_parser(PluginManager()).commands
+    parsers = build_parser(manager()).commands
     check_spec(toy_spec, parsers)
     bad = toy_spec.path.read_text().replace("syn_steps = 3", "syn_step = 3")
     path = tmp_path / "typo.toml"

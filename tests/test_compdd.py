@@ -17,7 +17,7 @@ from ddtoolbox.data import DatasetInfo, register_dataset
 from ddtoolbox.data.imagenet_subsets import get_subset
 from ddtoolbox.errors import UsageError
 from ddtoolbox.models import list_models, register_model
-from ddtoolbox.testing import run_cli
+from ddtoolbox.cli.testing import run_cli
 
 SIZE = 16
 

@@ -13,7 +13,7 @@ from ddtoolbox.data.imagenet_subsets import (
 )
 from ddtoolbox.data.info import IMAGENET_MEAN, IMAGENET_STD
 from ddtoolbox.errors import UsageError
-from ddtoolbox.testing import run_cli
+from ddtoolbox.cli.testing import run_cli
 
 # EDF Appendix D.1, copied from the paper's text: the wnids must be what our indices resolve to
 PAPER_D1 = {

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ddtoolbox.errors import UsageError
-from ddtoolbox.evaluate import (DEFAULT_TEMPERATURE, EvalConfig, Protocol, kd_loss, resolve_protocol,
+from ddtoolbox.evaluate import (DEFAULT_TEMPERATURE, TrainRecipe, Protocol, kd_loss, resolve_protocol,
                                 soft_cross_entropy, train_on_set)
 from ddtoolbox.models import create_model
 from ddtoolbox.testing import toy_images
@@ -126,7 +126,7 @@ def test_kd_student_moves_toward_its_teacher(toy_dataset):
     with torch.no_grad():   # a confident, non-trivial teacher: random net with sharpened logits
         teacher.classifier.weight.mul_(20)
     teacher.eval().requires_grad_(False)
-    cfg = EvalConfig("ConvNet", {"width": 8}, epochs=30, batch_size=20)
+    cfg = TrainRecipe("ConvNet", {"width": 8}, epochs=30, batch_size=20)
     torch.manual_seed(1)
     start = _mean_kl(teacher, create_model("ConvNet", 1, 4, 16, width=8).eval(), images)
     torch.manual_seed(1)   # the same initialisation as `start`

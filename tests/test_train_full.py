@@ -8,7 +8,7 @@ import torch
 
 from ddtoolbox.errors import UsageError
 from ddtoolbox.evaluate import format_recovery, recovery_ratio
-from ddtoolbox.train_full import default_store_path, lookup_full, read_store, result_key, store_full
+from ddtoolbox.full_results import default_store_path, lookup_full, read_store, result_key, store_full
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_store_location_and_bad_store(tmp_path, monkeypatch):
 def test_train_full_stores_accuracy_saves_teacher_and_eval_prints_recovery(ddtool, toy_dataset, tmp_path):
     from ddtoolbox.data import load_dataset
     from ddtoolbox.teacher import load_teacher
-    from ddtoolbox.trajectories import accuracy
+    from ddtoolbox.losses import accuracy
 
     r = ddtool("train-full", "--dataset", toy_dataset, "--model", "convnet", "--width", "8", "--epochs", "4",
                "--lr", "0.05", "--device", "cpu", "--quiet", "--save-model", tmp_path / "t.pt",

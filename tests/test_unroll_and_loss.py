@@ -2,22 +2,22 @@
 
 import torch
 
-import ddtoolbox.distill as distill_mod
 import ddtoolbox.unroll as unroll_mod
 from ddtoolbox import hookimpl
 from ddtoolbox.augment import DSA
-from ddtoolbox.distill import reduce_loss
-from ddtoolbox.matchers.mtt import MTT
+from ddtoolbox.losses import matching_loss as reduce_loss
+from ddtoolbox.builtin.mtt import MTT
 from ddtoolbox.models import FlatModel, create_model
-from ddtoolbox.testing import TOY_DISTILL
-from ddtoolbox.trajectories import Buffer
+from ddtoolbox.distillation import distill
+from ddtoolbox.testing import toy_config
+from ddtoolbox.buffer import Buffer
 from ddtoolbox.unroll import batch_schedule, unroll
 
 
 def test_reduce_without_weights_is_eq1():
     g = torch.Generator().manual_seed(0)
     theta_n, theta_0, theta_star = (torch.randn(50, generator=g, dtype=torch.float64) for _ in range(3))
-    num, den = MTT.loss_terms(None, theta_n, theta_0, theta_star)
+    num, den = MTT.parameter_terms(None, theta_n, theta_0, theta_star)
     expected = torch.linalg.vector_norm(theta_n - theta_star) ** 2 / torch.linalg.vector_norm(theta_0 - theta_star) ** 2
     assert torch.allclose(reduce_loss(num, den, None), expected, rtol=1e-12)
 
@@ -91,7 +91,6 @@ class Capture:
 
 def test_loop_loss_is_eq1_of_the_sampled_segment(toy_dataset, toy_buffer, tmp_path, monkeypatch):
     """With no plugin weights, the loop's loss is Eq. 1 of the segment the matcher picked."""
-    from ddtoolbox.cli import build_parser
     from ddtoolbox.plugins import PluginManager
 
     thetas = []
@@ -106,19 +105,16 @@ def test_loop_loss_is_eq1_of_the_sampled_segment(toy_dataset, toy_buffer, tmp_pa
     pm = PluginManager()
     capture = Capture()
     pm.pm.register(capture, name="capture")
-    args = build_parser(pm).parse_args(["distill", "--dataset", toy_dataset, "--buffer", toy_buffer,
-                                        "--out", str(tmp_path), "--iterations", "3", "--unroll", "full",
-                                        *TOY_DISTILL])
-    args.plugins = ["capture"]
-    distill_mod.distill(args, pm, progress=False)
+    config = toy_config(toy_buffer, tmp_path, iterations=3, unroll="full")
+    distill(config, plugins=["capture"], manager=pm)
 
     buffer = Buffer.open(toy_buffer)
     assert [s["iteration"] for s in capture.seen] == [0, 1, 2]
     for seen, theta_n in zip(capture.seen, thetas):
         traj = buffer.trajectory(seen["segment"]["expert"])
         start = seen["segment"]["start_epoch"]
-        theta_0, theta_star = traj[start], traj[start + args.expert_epochs]
-        assert 0 <= start < args.max_start_epoch
+        theta_0, theta_star = traj[start], traj[start + config.expert_epochs]
+        assert 0 <= start < config.max_start_epoch
         assert torch.equal(seen["den"], (theta_0 - theta_star) ** 2)
         assert torch.equal(seen["num"], (theta_n - theta_star) ** 2)
         direct = ((theta_n - theta_star) ** 2).sum() / ((theta_0 - theta_star) ** 2).sum()

@@ -1,5 +1,10 @@
-"""Trajectory matchers. Each is registered through the ``register_matchers`` hook."""
+"""Matchers: the lifecycle (:mod:`.base`) and trajectory matching (:mod:`.trajectory`).
 
-from .base import Matcher
+Each concrete matcher is registered through the ``register_matchers`` hook; MTT is the built-in
+one (:mod:`ddtoolbox.builtin.mtt`).
+"""
 
-__all__ = ["Matcher"]
+from .base import Matcher, MatcherContext
+from .trajectory import TrajectoryMatcher
+
+__all__ = ["Matcher", "MatcherContext", "TrajectoryMatcher"]

@@ -1,23 +1,47 @@
-"""What a matcher decides, as overridable methods.
+"""The matcher lifecycle: what a matcher is given, and what the core asks of it.
 
-A matcher owns the method-specific choices of trajectory matching: how the synthetic set starts,
-what the student's inner loss is, which segment of which expert trajectory to match, and how the
-per-parameter loss terms are formed. The core owns everything else (unroll, hooks, optimisers,
-saving). Subclass :class:`Matcher` (or the MTT matcher) and override only what differs; DATM and FTD
-are written this way.
+A matcher owns the method-specific choices of a distillation: how the synthetic set starts, what
+the student's inner loss is, and how one iteration's per-element loss terms are formed. The core
+owns everything else (plugins' hooks, the reduction of the terms, optimisers, outputs). The core
+calls, in order::
+
+    m = MatcherClass(ctx)                    # ctx: a MatcherContext
+    images, labels = m.initial_images(ipc, generator)
+    targets = m.initial_targets(images, labels)
+    m.start(run)                              # once; run.images etc. exist now
+    for each iteration:
+        num, den = m.loss_terms(run)          # 1-D, differentiable in run.images (and targets, syn_lr)
+        ... plugins, backward ...
+        if not m.skip_update(loss): optimiser steps
+    m.extra_state()                           # extra tensors for synthetic.pt
+
+Subclass :class:`Matcher` for a method that needs no expert trajectories (set
+``needs_buffer = False``: ``--buffer`` becomes optional and nothing is unrolled), or
+:class:`ddtoolbox.TrajectoryMatcher` to match trajectories as MTT, DATM and FTD do.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 
+@dataclass
+class MatcherContext:
+    """What a matcher receives when it is made, before the synthetic set exists."""
+
+    config: object                  #: :class:`ddtoolbox.DistillConfig`, the run's core settings
+    options: object                 #: the matcher plugin's own options object (``None`` if it declares none)
+    train_set: object               #: :class:`ddtoolbox.data.TensorDataset`, the real training data, normalised
+    buffer: object                  #: :class:`ddtoolbox.buffer.Buffer`, or ``None`` when ``needs_buffer`` is False
+    device: torch.device            #: where the run's tensors live
+    augment: object = None          #: the differentiable augmentation, ``augment(x) -> (x_aug, params)``; None with --no-dsa
+
 
 class Matcher:
-    """Base trajectory matcher: MTT's choices (Cazenavette et al., 2022)."""
+    """Base matcher: set-up shared by every method; subclasses implement :meth:`loss_terms`."""
 
     #: the ``--matcher`` name
     name = "base"
@@ -25,12 +49,17 @@ class Matcher:
     description = ""
     #: whether the inner targets (labels) are learned; the core then adds an optimiser for them
     learn_targets = False
+    #: whether the matcher reads expert trajectories (``--buffer``); False also means no unroll
+    needs_buffer = True
 
-    def __init__(self, args: argparse.Namespace, buffer, train_set, device: torch.device):
-        self.args = args
-        self.buffer = buffer
-        self.train_set = train_set
-        self.device = device
+    def __init__(self, ctx: MatcherContext):
+        self.ctx = ctx
+        self.config = ctx.config
+        self.options = ctx.options
+        self.train_set = ctx.train_set
+        self.buffer = ctx.buffer
+        self.device = ctx.device
+        self.augment = ctx.augment
 
     # ------------------------------------------------------------------ the synthetic set
 
@@ -39,38 +68,54 @@ class Matcher:
         return self.train_set.sample_per_class(ipc, generator)
 
     def initial_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """What the inner loss compares the student's logits with (hard labels for MTT)."""
+        """What the inner loss compares a network's logits with (hard labels by default)."""
         return labels
 
     def inner_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss a network trained on the synthetic set minimises (also the evaluation's default)."""
         return F.cross_entropy(logits, targets)
 
-    # ------------------------------------------------------------------ the segment
+    def network(self) -> tuple[str, dict]:
+        """``(model name, model options)`` of the networks this run trains: the experts' architecture,
+        or ``--model`` (default ConvNet) with its default options for a matcher without a buffer."""
+        if self.buffer is not None:
+            return self.buffer.meta["model"], dict(self.buffer.meta["model_options"])
+        from ..models import canonical_model_name, model_options
 
-    def start_epoch_bounds(self, iteration: int) -> tuple[int, int]:
-        """Start epochs are drawn uniformly from ``[low, high)``."""
-        return self.args.min_start_epoch, self.args.max_start_epoch
+        name = canonical_model_name(self.config.model or "ConvNet")
+        return name, model_options(name, {})
 
-    def sample_segment(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Pick an expert and a start epoch; return ``(theta_0, theta_star, info)``."""
-        low, high = self.start_epoch_bounds(iteration)
-        expert = int(torch.randint(self.buffer.num_experts, ()).item())
-        start = int(torch.randint(low, max(high, low + 1), ()).item())
-        traj = self.buffer.trajectory(expert)
-        theta_0 = traj[start].to(self.device)
-        theta_star = traj[start + self.args.expert_epochs].to(self.device)
-        return theta_0, theta_star, {"expert": expert, "start_epoch": start}
+    def make_model(self) -> torch.nn.Module:
+        """A freshly initialised network of :meth:`network`'s architecture, on the run's device."""
+        from ..models import create_model
 
-    # ------------------------------------------------------------------ the loss
+        info = self.train_set.info
+        name, options = self.network()
+        return create_model(name, info.channels, info.num_classes, info.image_size, **options).to(self.device)
 
-    def loss_terms(self, theta_n, theta_0, theta_star) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-element numerator and denominator of Eq. 1."""
-        return (theta_n - theta_star) ** 2, (theta_0 - theta_star) ** 2
+    # ------------------------------------------------------------------ the run
+
+    def start(self, run) -> None:
+        """Called once, after the synthetic set exists and before ``on_run_start``: build what the
+        iterations need (a student network, an unroll, a sampler's schedule)."""
+
+    def loss_terms(self, run) -> tuple[torch.Tensor, torch.Tensor]:
+        """This iteration's per-element loss terms ``(num, den)``, 1-D and of one shape.
+
+        The core reduces them to ``sum(w * num) / sum(w * den)`` (``w``: plugins' weights, or 1), so
+        ``num`` must be differentiable in ``run.images`` (and in ``run.targets`` / ``run.syn_lr``
+        where they matter) and ``den`` positive in sum. ``run.iteration`` is the iteration; set
+        ``run.segment`` to a dict of plain numbers to log what was drawn.
+        """
+        raise NotImplementedError(f"matcher '{self.name}' does not implement loss_terms(run)")
 
     def skip_update(self, loss: float) -> bool:
-        """Whether to skip the optimiser steps of this iteration (DATM's loss threshold)."""
+        """Whether to skip this iteration's optimiser steps (DATM's loss threshold)."""
         return False
 
     def extra_state(self) -> dict:
-        """Tensors to save in ``synthetic.pt`` beside the images (e.g. FTD's EMA images)."""
+        """Tensors or plain values to save in ``synthetic.pt`` beside the images (e.g. FTD's EMA)."""
         return {}
+
+    def trace_summary(self) -> str:
+        return f"{type(self).__name__}({self.name})"

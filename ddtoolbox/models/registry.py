@@ -67,3 +67,35 @@ def create_model(name: str, channels: int, num_classes: int, image_size, **optio
         return _MODELS[name](channels=channels, num_classes=num_classes, image_size=size, **options)
     except TypeError as exc:
         raise UsageError(f"bad options for model '{name}': {exc}") from exc
+
+
+#: the network options every command takes (``--width`` ...); ``None`` means "the model's own default"
+NETWORK_FIELDS = ("width", "depth", "norm", "pooling")
+#: options that only the ConvNet family takes (cross-architecture nets refuse them)
+CONVNET_ONLY = ("depth", "pooling")
+CONVNET_DEFAULTS = {"width": 128, "norm": "instancenorm", "pooling": "avgpool"}
+
+
+def model_options(model: str, given=None, base: dict | None = None) -> dict:
+    """The options to build ``model`` with: ``base`` (e.g. a synthetic set's own) or the model's
+    defaults, overridden by what was ``given``.
+
+    :param given: a dict, or any object with ``width``/``depth``/``norm``/``pooling`` attributes
+        (settings, parsed arguments); ``None`` values count as not given.
+    ConvNet-only options given for another architecture are a usage error.
+    """
+    name = canonical_model_name(model)
+    if given is None:
+        given = {}
+    elif not isinstance(given, dict):
+        given = {k: getattr(given, k, None) for k in NETWORK_FIELDS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if name.startswith("ConvNet"):
+        opts = dict(base) if base is not None else dict(CONVNET_DEFAULTS)
+    else:
+        bad = [k for k in CONVNET_ONLY if k in given]
+        if bad:
+            raise UsageError(f"--{bad[0]} applies to the ConvNet family only, not {name}; drop it for {name}")
+        opts = dict(base) if base is not None else {}
+    opts.update(given)
+    return opts

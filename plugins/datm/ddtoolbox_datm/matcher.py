@@ -1,18 +1,19 @@
 """The DATM matcher: MTT plus soft labels, difficulty-aligned start epochs and a loss threshold.
 
 Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory Matching"
-(ICLR 2024), as summarised in reference-notes section 5. Everything not overridden here is MTT's
-(:class:`ddtoolbox.matchers.mtt.MTT`).
+(ICLR 2024). Everything not overridden here is MTT's (:class:`ddtoolbox.builtin.mtt.MTT`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ddtoolbox.builtin.mtt import MTT
 from ddtoolbox.errors import UsageError
-from ddtoolbox.evaluate import soft_cross_entropy
-from ddtoolbox.matchers.mtt import MTT
-from ddtoolbox.models import load_flat
+from ddtoolbox.losses import soft_cross_entropy
+from ddtoolbox.options import Settings, non_negative_int, option, positive_float, positive_int
 
 #: candidate real images pushed through the experts at once when picking initial images
 CHUNK = 256
@@ -52,6 +53,28 @@ def mean_correct_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     return targets, counts.long()
 
 
+@dataclass(kw_only=True)
+class DATMOptions(Settings):
+    """The ``datm`` plugin's ``distill`` options."""
+
+    current_max_start_epoch: int | None = option(
+        None, "datm: upper bound (exclusive) of the start epoch at iteration 0; it grows linearly to "
+              "--max-start-epoch at --expansion-end-epoch (default: half of --max-start-epoch)",
+        metavar="N", type=positive_int)
+    expansion_end_epoch: int = option(
+        1000, "datm: the iteration at which the start-epoch window reaches --max-start-epoch (DATM's name; it "
+              "counts iterations, default 1000)", metavar="IT", type=positive_int)
+    no_sequential_generation: bool = option(
+        False, "datm: draw start epochs from the full [--min-start-epoch, --max-start-epoch) from the first "
+               "iteration (sequential generation is on by default)", off_flag="--sequential-generation")
+    threshold: float | None = option(
+        None, "datm: skip the image, lr and label steps of an iteration whose matching loss exceeds L "
+              "(default: never skip)", metavar="L", type=positive_float)
+    label_experts: int = option(
+        0, "datm: use the first N experts' final snapshots to pick initial images and initialise soft labels "
+           "(default 0: all experts)", metavar="N", type=non_negative_int)
+
+
 class DATM(MTT):
     """Difficulty-Aligned Trajectory Matching (Guo et al., ICLR 2024): soft labels, staged start epochs."""
 
@@ -59,13 +82,15 @@ class DATM(MTT):
     description = "DATM (Guo et al., 2024): learned soft labels, difficulty-aligned start epochs, loss threshold"
     learn_targets = True
 
-    def __init__(self, args, buffer, train_set, device):
-        super().__init__(args, buffer, train_set, device)
-        self.sequential = not getattr(args, "no_sequential_generation", False)
-        self.threshold = getattr(args, "threshold", None)
-        self.expansion_end = getattr(args, "expansion_end_epoch", 1000)
-        current = getattr(args, "current_max_start_epoch", None)
-        low, high = args.min_start_epoch, args.max_start_epoch
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        opts = self.options or DATMOptions()
+        self.sequential = not opts.no_sequential_generation
+        self.threshold = opts.threshold
+        self.expansion_end = opts.expansion_end_epoch
+        self.label_experts = opts.label_experts
+        current = opts.current_max_start_epoch
+        low, high = self.config.min_start_epoch, self.config.max_start_epoch
         if current is None:
             current = max(low + 1, high // 2)
         self.current_max = current
@@ -88,11 +113,10 @@ class DATM(MTT):
         """The final snapshots of the experts used to pick images and initialise labels."""
         if self._label_models is None:
             n = self.buffer.num_experts
-            wanted = getattr(self.args, "label_experts", None)
-            count = n if not wanted else min(int(wanted), n)
+            count = n if not self.label_experts else min(self.label_experts, n)
             models = []
             for i in range(count):
-                net = load_flat(self.buffer.make_model().to(self.device), self.buffer.trajectory(i)[-1])
+                net = self.buffer.expert_model(i, -1, self.device)
                 net.eval()
                 models.append(net)
             self._label_models = models
@@ -141,7 +165,7 @@ class DATM(MTT):
     # ------------------------------------------------------------------ the segment
 
     def start_epoch_bounds(self, iteration: int) -> tuple[int, int]:
-        low, high = self.args.min_start_epoch, self.args.max_start_epoch
+        low, high = self.config.min_start_epoch, self.config.max_start_epoch
         if not self.sequential:
             return low, high
         return low, start_epoch_upper(iteration, self.current_max, high, self.expansion_end)

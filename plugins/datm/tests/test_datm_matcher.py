@@ -9,24 +9,28 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddtoolbox.config import DistillConfig
 from ddtoolbox.errors import UsageError
+from ddtoolbox.matchers import MatcherContext
 from ddtoolbox.evaluate import load_synthetic, soft_cross_entropy
 from ddtoolbox.testing import TOY_DISTILL
-from ddtoolbox_datm import DATM, mean_correct_logits, start_epoch_upper
+from ddtoolbox_datm import DATM, DATMOptions, mean_correct_logits, start_epoch_upper
 
 
-def make_args(**kw):
-    base = dict(min_start_epoch=0, max_start_epoch=20, current_max_start_epoch=10, expansion_end_epoch=1000,
-                no_sequential_generation=False, threshold=None, label_experts=0, expert_epochs=2)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def make(buffer=None, train_set=None, **kw):
+    """A DATM matcher as the core makes one: core settings and the plugin's own options, kept apart."""
+    core = {k: kw.pop(k) for k in ("min_start_epoch", "max_start_epoch") if k in kw}
+    config = DistillConfig(out="unused", **{"min_start_epoch": 0, "max_start_epoch": 20, "expert_epochs": 2, **core})
+    options = DATMOptions(**{"current_max_start_epoch": 10, **kw})
+    return DATM(MatcherContext(config=config, options=options, train_set=train_set, buffer=buffer,
+                               device=torch.device("cpu")))
 
 
 # ---------------------------------------------------------------------------- the schedule
 
 
 def test_upper_bound_start_middle_end():
-    m = DATM(make_args(), None, None, torch.device("cpu"))
+    m = make()
     assert m.start_epoch_bounds(0) == (0, 10)          # start: current max
     assert m.start_epoch_bounds(500) == (0, 15)        # middle: 10 + int(10 * 500 / 1000)
     assert m.start_epoch_bounds(999) == (0, 19)        # 10 + int(9.99)
@@ -36,12 +40,12 @@ def test_upper_bound_start_middle_end():
 
 
 def test_sequential_generation_off_uses_full_range():
-    m = DATM(make_args(no_sequential_generation=True, min_start_epoch=1), None, None, torch.device("cpu"))
+    m = make(no_sequential_generation=True, min_start_epoch=1)
     assert m.start_epoch_bounds(0) == m.start_epoch_bounds(10_000) == (1, 20)
 
 
 def test_default_current_max_is_half_of_max():
-    m = DATM(make_args(current_max_start_epoch=None), None, None, torch.device("cpu"))
+    m = make(current_max_start_epoch=None)
     assert m.start_epoch_bounds(0) == (0, 10)
 
 
@@ -49,13 +53,13 @@ def test_default_current_max_is_half_of_max():
                                 dict(expansion_end_epoch=0), dict(threshold=0.0)])
 def test_bad_schedule_is_a_usage_error(kw):
     with pytest.raises(UsageError):
-        DATM(make_args(**kw), None, None, torch.device("cpu"))
+        make(**kw)
 
 
 def test_threshold_skips_only_above():
-    m = DATM(make_args(threshold=1.0), None, None, torch.device("cpu"))
+    m = make(threshold=1.0)
     assert not m.skip_update(0.99) and not m.skip_update(1.0) and m.skip_update(1.01)
-    assert not DATM(make_args(), None, None, torch.device("cpu")).skip_update(1e9)
+    assert not make().skip_update(1e9)
 
 
 # ---------------------------------------------------------------------------- soft labels
@@ -84,6 +88,11 @@ class StubBuffer:
     def make_model(self):
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3))
 
+    def expert_model(self, expert, epoch, device=None):
+        net = self.make_model()
+        torch.nn.utils.vector_to_parameters(self.trajectory(expert)[epoch], net.parameters())
+        return net
+
 
 class StubSet:
     def __init__(self, images, labels):
@@ -103,7 +112,7 @@ def test_soft_labels_average_only_the_correct_experts():
     #   x=(2,1), class 0: A (2, 1, .5) ok; B (1, 2, 0) wrong -> excluded; C (4, 2, 0) ok -> (3, 1.5, .25)
     #   x=(0,0), class 2: A (0, 0, .5) ok; B (0, 0, 0) and C (0, 0, 0) pick class 0 -> (0, 0, .5)
     #   x=(1,3), class 1: A (1, 3, .5) ok; B (3, 1, 0) wrong; C (2, 6, 0) ok -> (1.5, 4.5, .25)
-    m = DATM(make_args(), StubBuffer(), None, torch.device("cpu"))
+    m = make(buffer=StubBuffer())
     targets = m.initial_targets(pixels((2, 1), (0, 0), (1, 3)), torch.tensor([0, 2, 1]))
     expected = torch.tensor([[3.0, 1.5, 0.25], [0.0, 0.0, 0.5], [1.5, 4.5, 0.25]])
     torch.testing.assert_close(targets, expected)
@@ -126,7 +135,7 @@ def test_initial_images_are_classified_correctly_by_an_expert():
     # class 2 holds (5, 0), which every expert puts in class 0, and (0, 0), which expert A gets right
     images = pixels((2, 1), (4, 1), (1, 3), (1, 5), (5, 0), (0, 0))
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    m = DATM(make_args(), StubBuffer(), StubSet(images, labels), torch.device("cpu"))
+    m = make(buffer=StubBuffer(), train_set=StubSet(images, labels))
     for seed in range(5):
         x, y = m.initial_images(1, torch.Generator().manual_seed(seed))
         assert y.tolist() == [0, 1, 2]
@@ -136,13 +145,13 @@ def test_initial_images_are_classified_correctly_by_an_expert():
 
 
 def test_label_experts_limits_the_experts():
-    m = DATM(make_args(label_experts=2), StubBuffer(), None, torch.device("cpu"))
+    m = make(buffer=StubBuffer(), label_experts=2)
     # expert C excluded: x=(2,1) class 0 -> A only
     torch.testing.assert_close(m.initial_targets(pixels((2, 1)), torch.tensor([0])), torch.tensor([[2.0, 1.0, 0.5]]))
 
 
 def test_inner_loss_is_soft_cross_entropy():
-    m = DATM(make_args(), None, None, torch.device("cpu"))
+    m = make()
     logits, y = torch.randn(4, 3), torch.randn(4, 3)
     torch.testing.assert_close(m.inner_loss(logits, y), soft_cross_entropy(logits, y))
     by_hand = -(torch.log_softmax(logits, 1) * torch.softmax(y, 1)).sum(1).mean()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ddtoolbox.cli import build_parser
+from ddtoolbox.cli import manager
+from ddtoolbox.cli.parsing import build_parser
 from ddtoolbox.plugins import PluginManager
 from ddtoolbox.presets import check_preset, read_preset
 from ddtoolbox.testing import TOY_DISTILL
@@ -47,7 +48,7 @@ DATM_CIFAR10 = {
 
 @pytest.fixture(scope="module")
 def pm():
-    return PluginManager()
+    return manager()
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +158,9 @@ def test_preset_fills_options_and_flags_win(ddtool, toy_dataset, toy_buffer, tmp
     r = ddtool("distill", "--preset", "datm/cifar10/ipc1", "--dataset", toy_dataset, "--buffer", toy_buffer,
                "--out", tmp_path, *TOY_DISTILL, "--iterations", "1", "--syn-steps", "2", "--batch-syn", "4")
     assert r.code == 0, r.err
-    args = json.loads((tmp_path / "metrics.json").read_text())["args"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    args, datm = metrics["config"], metrics["options"]["datm"]
     assert args["matcher"] == "datm" and args["syn_steps"] == 2 and args["batch_syn"] == 4
     assert args["max_start_epoch"] == 3 and args["lr_img"] == 10.0          # TOY_DISTILL wins
-    assert args["lr_lr"] == 1e-7 and args["lr_y"] == 5.0 and args["threshold"] == 1.1
-    assert args["no_sequential_generation"] is True and args["eval_batch"] == 128
+    assert args["lr_lr"] == 1e-7 and args["lr_y"] == 5.0 and datm["threshold"] == 1.1
+    assert datm["no_sequential_generation"] is True and args["eval_batch"] == 128

@@ -1,20 +1,20 @@
 """The module ablation of the EDF paper (Table 4): neither, CPD, DAE, both; same buffer and seed.
 
-Usage::
+Usage (``ddtool edf-ablation`` and ``python -m ddtoolbox_edf.ablation`` are the same command)::
 
-    python -m ddtoolbox_edf.ablation --buffer DIR --out DIR [--cpd-alpha 0.25] \\
+    ddtool edf-ablation --buffer DIR --out DIR [--matcher datm] [--cpd-alpha 0.25] \\
         [--eval-runs 5 --eval-epochs 1000] [--rows neither,cpd,dae,both] [distill options...]
 
-Every option this script does not know is passed to ``ddtool distill`` for every row (``--ipc``,
-``--iterations``, ``--dae-beta``, ...); ``--seed``, ``--device`` and ``--data-root`` go to both
-``ddtool distill`` and ``ddtool eval``. Each row is distilled into ``OUT/<row>/`` and evaluated
-with the standard protocol (``ddtool eval --synthetic ... --json OUT/<row>/eval.json``) with the
-same seed, so every row trains the same sequence of fresh networks. A row whose ``eval.json``
-already exists is not run again (``--force`` redoes it), so an interrupted ablation resumes.
+Every ``ddtool distill`` option is accepted and applies to every row (``--ipc``, ``--iterations``,
+``--dae-beta``, ...); the matcher defaults to ``datm``, on which the paper's Table 4 ablates.
+Each row is distilled into ``OUT/<row>/`` (with ``--plugin cpd`` and/or ``--plugin dae`` as the
+row says) and evaluated with the standard protocol on fresh networks with the same seed, so every
+row trains the same sequence of fresh networks; its result is ``OUT/<row>/eval.json``. A row whose
+results exist is not run again (``--force`` redoes it), so an interrupted ablation resumes.
 
-The optional row ``init`` evaluates the initial synthetic images (``--iterations 0``), the
-starting point every other row shares. The table is printed and written to ``OUT/ablation.md``
-and ``OUT/ablation.json``.
+The optional row ``init`` evaluates the initial synthetic images (0 iterations), the starting
+point every other row shares. The table is printed and written to ``OUT/ablation.md`` and
+``OUT/ablation.json``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from ddtoolbox.cli import main as ddtool
+from ddtoolbox import hookimpl
+from ddtoolbox.config import DistillConfig, EvalSettings
+from ddtoolbox.errors import UsageError
 from ddtoolbox.io import atomic_write, write_json
+from ddtoolbox.options import add_arguments, option_fields
 
 ROWS = {
     #        (DAE,   CPD,   plugins)
@@ -36,72 +39,58 @@ ROWS = {
     "dae": (True, False, ("dae",)),
     "both": (True, True, ("cpd", "dae")),
 }
-SHARED = ("--seed", "--device", "--data-root")
+#: the paper's IPC 10 dropout ratio, the ablation's default for its cpd rows
+ABLATION_ALPHA = 0.25
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m ddtoolbox_edf.ablation", description=__doc__.split("\n\n")[0],
-                                epilog="Other options are passed to 'ddtool distill' for every row.")
-    p.add_argument("--buffer", required=True, help="expert buffer shared by all rows")
-    p.add_argument("--out", required=True, help="folder for one sub-folder per row and the table")
+def setup(p, pm) -> None:
     p.add_argument("--rows", default="neither,cpd,dae,both",
                    help="comma-separated rows among init, neither, cpd, dae, both (default: the four of Table 4)")
-    p.add_argument("--cpd-alpha", type=float, default=0.25,
-                   help="CPD dropout ratio for the cpd and both rows (default 0.25, the paper's IPC 10 value)")
-    p.add_argument("--eval-runs", type=int, default=5, help="fresh networks per row (default 5)")
-    p.add_argument("--eval-epochs", type=int, default=1000, help="training epochs per network (default 1000)")
     p.add_argument("--force", action="store_true", help="re-run rows that already have results")
-    p.add_argument("--seed", default="0", help="seed for distillation and evaluation (default 0)")
-    p.add_argument("--device", default="auto", help="device for distillation and evaluation (default auto)")
-    p.add_argument("--data-root", default=None, help="dataset folder, as for ddtool")
-    args, distill_args = p.parse_known_args(argv)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    add_arguments(p, DistillConfig)
+    for plugin, cls in pm.option_classes("distill").items():
+        add_arguments(p, cls, title=f"plugin {plugin}")
+    p.set_defaults(matcher="datm", eval_runs=5, cpd_alpha=ABLATION_ALPHA)
+
+
+def rows_of(text: str) -> list[str]:
+    rows = [r.strip() for r in text.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
     if bad or not rows:
-        p.error(f"unknown row(s) {bad}; choose among {', '.join(ROWS)}")
-    for flag in ("--buffer", "--out", "--plugin", "-p", "--cpd-alpha"):
-        if flag in distill_args:
-            p.error(f"{flag} is set by the ablation itself")
-    return args, rows, distill_args
+        raise UsageError(f"--rows: unknown row(s) {bad}; choose among {', '.join(ROWS)}")
+    return rows
 
 
-def shared(args) -> list[str]:
-    out = ["--seed", str(args.seed), "--device", args.device]
-    if args.data_root:
-        out += ["--data-root", args.data_root]
-    return out
+def plugin_values(args, pm) -> dict:
+    return {f.name: getattr(args, f.name) for cls in pm.option_classes("distill").values()
+            for f, _ in option_fields(cls) if hasattr(args, f.name)}
 
 
-def run_row(name, args, distill_args) -> dict:
-    folder = Path(args.out) / name
+def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict:
+    from ddtoolbox.distillation import distill
+    from ddtoolbox.evaluate import evaluate_synthetic
+
+    folder = Path(config.out) / name
     result_file = folder / "eval.json"
-    if result_file.exists() and (folder / "row.json").exists() and not args.force:
+    if result_file.exists() and (folder / "row.json").exists() and not force:
         print(f"[{name}] already done ({result_file}); --force re-runs it", flush=True)
         return summarise(name, folder, json.loads((folder / "row.json").read_text()))
-    _, _, plugins = ROWS[name]
-    argv = ["distill", "--buffer", args.buffer, "--out", str(folder), "--matcher", "mtt", *shared(args)]
-    for plugin in plugins:
-        argv += ["--plugin", plugin]
-    argv += ["--cpd-alpha", str(args.cpd_alpha)] if "cpd" in plugins else []
-    argv += distill_args
-    if name == "init":
-        argv += ["--iterations", "0"]   # argparse: the last value wins
-    print(f"[{name}] ddtool {' '.join(argv)}", flush=True)
+    plugins = list(ROWS[name][2])
+    row_config = config.replace(out=str(folder), **({"iterations": 0} if name == "init" else {}))
+    print(f"[{name}] distill --matcher {row_config.matcher}" + "".join(f" --plugin {p}" for p in plugins), flush=True)
     start = time.time()
-    if ddtool(argv) != 0:
-        raise SystemExit(f"ablation row '{name}': ddtool distill failed (see above)")
+    distill(row_config, plugins=plugins, options=options, manager=pm)
     distill_seconds = time.time() - start
-    eval_argv = ["eval", "--synthetic", str(folder / "synthetic.pt"), "--runs", str(args.eval_runs),
-                 "--epochs", str(args.eval_epochs), "--json", str(result_file), *shared(args)]
-    if "--quiet" in distill_args:
-        eval_argv.append("--quiet")
-    print(f"[{name}] ddtool {' '.join(eval_argv)}", flush=True)
+    settings = EvalSettings(synthetic=str(folder / "synthetic.pt"), eval_runs=config.eval_runs,
+                            eval_epochs=config.eval_epochs, seed=config.seed, device=config.device,
+                            data_root=config.data_root, quiet=config.quiet)
     start = time.time()
-    if ddtool(eval_argv) != 0:
-        raise SystemExit(f"ablation row '{name}': ddtool eval failed (see above)")
-    record = {"distill_argv": argv, "eval_argv": eval_argv, "distill_seconds": round(distill_seconds, 1),
-              "eval_seconds": round(time.time() - start, 1),
-              "cpd_alpha": args.cpd_alpha if "cpd" in plugins else None}
+    result = evaluate_synthetic(settings, report=lambda line: print(f"[{name}] {line}", flush=True))
+    write_json(result_file, result)
+    record = {"config": row_config.as_dict(), "plugins": plugins,
+              "options": {k: v for k, v in options.items() if any(k.startswith(p + "_") for p in plugins)},
+              "distill_seconds": round(distill_seconds, 1), "eval_seconds": round(time.time() - start, 1),
+              "cpd_alpha": options.get("cpd_alpha") if "cpd" in plugins else None}
     write_json(folder / "row.json", record)
     return summarise(name, folder, record)
 
@@ -129,11 +118,14 @@ def mark(flag) -> str:
     return "—" if flag is None else ("✓" if flag else " ")
 
 
-def table(rows, args, distill_args) -> str:
+def table(rows, config: DistillConfig, options: dict) -> str:
+    defaults = DistillConfig(out="-").as_dict()
+    changed = {k: v for k, v in config.as_dict().items() if v != defaults[k] and k != "out"}
+    described = " ".join(f"{k}={v}" for k, v in changed.items()) or "(defaults)"
     lines = [
-        f"EDF module ablation (paper Table 4) — buffer {args.buffer}, seed {args.seed}, "
-        f"distill options: {' '.join(distill_args) or '(defaults)'}; CPD alpha {args.cpd_alpha}; "
-        f"evaluation: {args.eval_runs} fresh networks x {args.eval_epochs} epochs",
+        f"EDF module ablation (paper Table 4) on {config.matcher}, buffer {config.buffer}, seed {config.seed}, "
+        f"distill settings: {described}; CPD alpha {options.get('cpd_alpha')}; "
+        f"evaluation: {config.eval_runs} fresh networks x {config.eval_epochs} epochs",
         "",
         "| DAE | CPD | accuracy (%) | final loss (plain Eq. 1) | DAE area (first -> final) | s / iteration |",
         "|:---:|:---:|---:|---:|---:|---:|",
@@ -155,20 +147,44 @@ def table(rows, args, distill_args) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, rows, distill_args = parse(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+def run(args, pm) -> None:
+    rows = rows_of(args.rows)
+    config = DistillConfig.from_namespace(args)
+    options = plugin_values(args, pm)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
     start = time.time()
-    results = [run_row(name, args, distill_args) for name in rows]
-    text = table(results, args, distill_args)
+    results = [run_row(name, config, options, args.force, pm) for name in rows]
+    text = table(results, config, options)
     wall = time.time() - start
     print()
     print(text)
     rows_seconds = sum(r.get("distill_seconds", 0) + r.get("eval_seconds", 0) for r in results)
     print(f"\ndistill + eval time of the rows: {rows_seconds:.0f} s; wall time of this invocation: {wall:.0f} s")
-    atomic_write(Path(args.out) / "ablation.md", lambda fh: fh.write((text + "\n").encode()))
-    write_json(Path(args.out) / "ablation.json", {"argv": argv, "rows": results, "wall_seconds": round(wall, 1)})
+    atomic_write(Path(config.out) / "ablation.md", lambda fh: fh.write((text + "\n").encode()))
+    write_json(Path(config.out) / "ablation.json", {"config": config.as_dict(), "options": options,
+                                                    "rows": results, "wall_seconds": round(wall, 1)})
+
+
+@hookimpl
+def register_commands(register):
+    register("edf-ablation", setup=setup, run=run,
+             help="EDF's module ablation (paper Table 4): neither, CPD, DAE, both; same buffer and seed",
+             description=__doc__.split("\n\n")[0])
+
+
+def main(argv=None) -> int:
+    """``python -m ddtoolbox_edf.ablation``: the same command without going through ``ddtool``."""
+    from ddtoolbox.plugins import PluginManager
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        pm = PluginManager()
+        parser = argparse.ArgumentParser(prog="python -m ddtoolbox_edf.ablation", description=__doc__.split("\n\n")[0])
+        setup(parser, pm)
+        run(parser.parse_args(argv), pm)
+    except UsageError as exc:
+        print(f"ddtool edf-ablation: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

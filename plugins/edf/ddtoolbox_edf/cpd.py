@@ -20,7 +20,9 @@ per iteration (``numpy.partition`` on the CPU, which is about 30x faster there t
 
 from __future__ import annotations
 
+import argparse
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -28,20 +30,10 @@ import torch
 
 from ddtoolbox import hookimpl
 from ddtoolbox.errors import UsageError
+from ddtoolbox.options import Settings, option
 
 #: paper values: 0 for IPC 1, 0.25 for IPC 10, 0.375 for IPC 50 (0.5 for ImageSquawk IPC 50)
 DEFAULT_ALPHA = 0.0
-
-
-@hookimpl
-def add_options(command, parser):
-    if command != "distill":
-        return
-    parser.add_argument(
-        "--cpd-alpha", type=float, default=DEFAULT_ALPHA, metavar="ALPHA",
-        help="share of the lowest per-parameter matching losses to drop, in [0, 1) (default 0: no dropout; "
-             "the paper uses 0 at IPC 1, 0.25 at IPC 10, 0.375 at IPC 50)",
-    )
 
 
 def check_alpha(alpha) -> float:
@@ -53,6 +45,28 @@ def check_alpha(alpha) -> float:
     if not (0.0 <= value < 1.0):  # also rejects NaN
         raise UsageError(f"--cpd-alpha must be in [0, 1), e.g. 0.25 (got {alpha})")
     return value
+
+
+def _alpha_type(value) -> float:
+    try:
+        return check_alpha(value)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--cpd-alpha ", "", 1)) from None
+
+
+@dataclass(kw_only=True)
+class CPDOptions(Settings):
+    """CPD's ``distill`` options."""
+
+    cpd_alpha: float = option(
+        DEFAULT_ALPHA, "share of the lowest per-parameter matching losses to drop, in [0, 1) (default 0: no dropout; "
+                       "the paper uses 0 at IPC 1, 0.25 at IPC 10, 0.375 at IPC 50)", metavar="ALPHA",
+        type=_alpha_type)
+
+
+@hookimpl
+def add_options(command):
+    return CPDOptions if command == "distill" else None
 
 
 def num_dropped(alpha: float, size: int) -> int:
@@ -95,14 +109,8 @@ def keep_mask(losses: torch.Tensor, alpha: float) -> torch.Tensor | None:
 
 
 @hookimpl
-def on_run_start(run):
-    check_alpha(getattr(run.args, "cpd_alpha", DEFAULT_ALPHA))
-
-
-@hookimpl
-def on_loss_vector(run, num, den):
-    alpha = float(run.args.cpd_alpha)
-    mask = keep_mask(num, alpha)
+def on_loss_vector(run, num, den, options):
+    mask = keep_mask(num, options.cpd_alpha)
     if mask is None:
         return None
     with torch.no_grad():

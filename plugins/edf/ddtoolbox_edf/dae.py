@@ -17,14 +17,14 @@ it does the same for the final images (``dae/maps_final.png``, ``dae_area_final`
 
 from __future__ import annotations
 
-import sys
-import weakref
+import argparse
 from dataclasses import dataclass
 
 import torch
 
 from ddtoolbox import hookimpl
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, warn
+from ddtoolbox.options import Settings, integer, number, option, positive_int
 from ddtoolbox.viz import save_image_grid
 
 from . import maps as M
@@ -32,71 +32,6 @@ from . import maps as M
 DEFAULT_BETA = 1.0
 DEFAULT_EVERY = 100
 BETA_WARN = 5.0
-
-
-def warn(message: str) -> None:
-    """One line on stderr, in the style of ddtool's one-line errors (the run goes on)."""
-    print(f"ddtool: warning: {message}", file=sys.stderr)
-
-
-@hookimpl
-def add_options(command, parser):
-    if command != "distill":
-        return
-    parser.add_argument("--dae-beta", type=float, default=DEFAULT_BETA, metavar="BETA",
-                        help="enhancement factor: weight beta + M on discriminative pixels, >= 0 (default 1; "
-                             "the paper uses 1-2 and shows that >= 10 distorts images)")
-    parser.add_argument("--dae-every", type=int, default=DEFAULT_EVERY, metavar="K",
-                        help="recompute the activation maps every K iterations, iteration 0 included (default 100; "
-                             "the paper uses 50 at IPC 1, 100 at IPC 10, 200 at IPC 50)")
-    parser.add_argument("--dae-threshold", default="mean", metavar="mean|T",
-                        help="pixels at or above this activation are enhanced: 'mean' (each map's mean, default) "
-                             "or a fixed number in (0, 1] (the ablation of the paper's Table 6b)")
-    parser.add_argument("--dae-layer", action="append", default=[], metavar="NAME",
-                        help="Grad-CAM layer, a name from model.named_modules() (repeatable: maps are summed); "
-                             "default the last convolutional block (ConvNet: its last ReLU; ResNet: layer4)")
-    parser.add_argument("--dae-model", default="expert", metavar="expert|ARCH",
-                        help="activation model G: 'expert' (default: the final snapshot of a buffer expert) or a "
-                             "torchvision architecture such as resnet18, with --dae-weights")
-    parser.add_argument("--dae-expert", type=int, default=0, metavar="I",
-                        help="which buffer expert is G when --dae-model expert (default 0)")
-    parser.add_argument("--dae-weights", default=None, metavar="FILE",
-                        help="state dict for a torchvision --dae-model (loaded with weights_only=True)")
-    parser.add_argument("--dae-class-map", default=None, metavar="LIST|FILE|SUBSET",
-                        help="model output index of each synthetic class: '0,217,482,...', a file, or a known "
-                             "ImageNet subset name (imagenette, imagewoof, ...); needed when G has other classes "
-                             "than the dataset")
-
-
-# ---------------------------------------------------------------------------- per-run state
-
-
-@dataclass
-class DAEState:
-    """What DAE keeps between iterations of one run."""
-
-    model: torch.nn.Module
-    layer_names: list
-    layers: list
-    targets: torch.Tensor          #: model output index of each synthetic image
-    beta: float
-    every: int
-    threshold: object              #: "mean" or a float
-    maps: torch.Tensor | None = None
-    weights: torch.Tensor | None = None
-    maps_iteration: int = -1
-
-
-#: state of the runs in progress, keyed by id(run); an entry is dropped when its run ends or is
-#: garbage collected (the core registers this module, not an object, so state cannot live on self)
-_STATE: dict[int, DAEState] = {}
-
-
-def state_of(run) -> DAEState:
-    try:
-        return _STATE[id(run)]
-    except KeyError:
-        raise RuntimeError("dae: on_run_start was not called for this run") from None
 
 
 def parse_threshold(value) -> str | float:
@@ -111,22 +46,74 @@ def parse_threshold(value) -> str | float:
     return t
 
 
-def check_options(args) -> tuple[float, int, object]:
-    beta = float(args.dae_beta)
+def _threshold_type(value):
+    try:
+        return parse_threshold(value)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--dae-threshold ", "", 1)) from None
+
+
+def _beta_type(value) -> float:
+    beta = number(value)
     if not beta >= 0:
-        raise UsageError(f"--dae-beta must be >= 0, e.g. 1 (got {args.dae_beta})")
-    if beta > BETA_WARN:
-        warn(f"--dae-beta {beta:g} is above {BETA_WARN:g}; the paper (Table 6a, Appendix C.3) shows that "
-             f"large enhancement factors distort the images (best: 1-2)")
-    every = args.dae_every
-    if not isinstance(every, int) or every < 1:
-        raise UsageError(f"--dae-every must be an integer >= 1 (got {every})")
-    return beta, every, parse_threshold(args.dae_threshold)
+        raise argparse.ArgumentTypeError(f"must be >= 0, e.g. 1 (got {value})")
+    return beta
 
 
-def build_model(run) -> tuple[torch.nn.Module, int]:
+def _every_type(value) -> int:
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {value})") from None
+
+
+@dataclass(kw_only=True)
+class DAEOptions(Settings):
+    """DAE's ``distill`` options."""
+
+    dae_beta: float = option(DEFAULT_BETA, "enhancement factor: weight beta + M on discriminative pixels, >= 0 "
+                                           "(default 1; the paper uses 1-2 and shows that >= 10 distorts images)",
+                             metavar="BETA", type=_beta_type)
+    dae_every: int = option(DEFAULT_EVERY, "recompute the activation maps every K iterations, iteration 0 included "
+                                           "(default 100; the paper uses 50 at IPC 1, 100 at IPC 10, 200 at IPC 50)",
+                            metavar="K", type=_every_type)
+    dae_threshold: object = option("mean", "pixels at or above this activation are enhanced: 'mean' (each map's "
+                                           "mean, default) or a fixed number in (0, 1] (the ablation of the "
+                                           "paper's Table 6b)", metavar="mean|T", type=_threshold_type)
+    dae_layer: list = option([], "Grad-CAM layer, a name from model.named_modules() (repeatable: maps are summed); "
+                                 "default the last convolutional block (ConvNet: its last ReLU; ResNet: layer4)",
+                             metavar="NAME", repeat=True)
+    dae_model: str = option("expert", "activation model G: 'expert' (default: the final snapshot of a buffer "
+                                      "expert) or a torchvision architecture such as resnet18, with --dae-weights",
+                            metavar="expert|ARCH")
+    dae_expert: int = option(0, "which buffer expert is G when --dae-model expert (default 0)", metavar="I",
+                             type=integer)
+    dae_weights: str | None = option(None, "state dict for a torchvision --dae-model (loaded with "
+                                           "weights_only=True)", metavar="FILE")
+    dae_class_map: str | None = option(None, "model output index of each synthetic class: '0,217,482,...', a file, "
+                                             "or a known ImageNet subset name (imagenette, imagewoof, ...); needed "
+                                             "when G has other classes than the dataset", metavar="LIST|FILE|SUBSET")
+
+    def check(self) -> None:
+        if self.dae_beta > BETA_WARN:
+            warn(f"--dae-beta {self.dae_beta:g} is above {BETA_WARN:g}; the paper (Table 6a, Appendix C.3) shows "
+                 f"that large enhancement factors distort the images (best: 1-2)")
+
+
+@hookimpl
+def add_options(command):
+    return DAEOptions if command == "distill" else None
+
+
+# ---------------------------------------------------------------------------- per-run state
+#
+# state (saved with the run): "maps" and "weights" of the last refresh, "maps_iteration"
+# cache (rebuilt at the start): "model" (G), "layers", "targets" (G's output index per image)
+
+
+def build_model(run, a: DAEOptions) -> tuple[torch.nn.Module, int]:
     """The activation model G, prepared for Grad-CAM and on the run's device; and its output count."""
-    a, info = run.args, run.info
+    info = run.info
     choice = (a.dae_model or "expert").strip()
     # building a network draws its initialisation from torch's global RNG; keep the run's stream
     # exactly as it would be without DAE
@@ -162,62 +149,52 @@ def layer_owner(model):
 
 
 @hookimpl
-def on_run_start(run):
-    a = run.args
-    beta, every, threshold = check_options(a)
-    model, outputs = build_model(run)
-    names, layers = M.resolve_layers(layer_owner(model), a.dae_layer)
+def on_run_start(run, options, state, cache):
+    model, outputs = build_model(run, options)
+    names, layers = M.resolve_layers(layer_owner(model), options.dae_layer)
     num_classes = run.info.num_classes
-    if a.dae_class_map:
-        class_map = M.parse_class_map(a.dae_class_map, num_classes, outputs)
+    if options.dae_class_map:
+        class_map = M.parse_class_map(options.dae_class_map, num_classes, outputs)
     elif outputs != num_classes:
         raise UsageError(f"the DAE activation model has {outputs} outputs but the dataset has {num_classes} classes; "
                          f"give --dae-class-map with each class's output index (e.g. imagenette or '0,217,...')")
     else:
         class_map = torch.arange(num_classes)
-    targets = class_map.to(run.device)[run.labels]
-    state = DAEState(model=model, layer_names=names, layers=layers, targets=targets, beta=beta, every=every,
-                     threshold=threshold)
-    key = id(run)
-    _STATE[key] = state
-    weakref.finalize(run, _STATE.pop, key, None)
+    cache.update(model=model, layer_names=names, layers=layers, targets=class_map.to(run.device)[run.labels])
 
 
-def refresh(run, state: DAEState, images: torch.Tensor, tag: str) -> torch.Tensor:
+def refresh(run, cache: dict, images: torch.Tensor, tag: str) -> torch.Tensor:
     """Recompute the maps of ``images``; save the overlay picture; return the maps."""
-    maps = M.gradcam_maps(state.model, images.detach(), state.targets, state.layers)
+    maps = M.gradcam_maps(cache["model"], images.detach(), cache["targets"], cache["layers"])
     path = run.out_dir / "dae" / f"maps_{tag}.png"
     save_image_grid(path, images.detach(), run.labels, run.info, overlay=maps)
     return maps
 
 
 @hookimpl
-def on_pixel_grad(run, grad, images):
-    state = state_of(run)
+def on_pixel_grad(run, grad, images, options, state, cache):
     it = run.iteration
-    if state.maps is None or (it % state.every == 0 and state.maps_iteration != it):
-        state.maps = refresh(run, state, images, f"it{it:06d}")
-        state.weights = M.dae_weights(state.maps, state.beta, state.threshold).to(images.dtype)
-        state.maps_iteration = it
-        values = {"dae_area": M.discriminative_area(state.maps).mean().item()}
-        if state.threshold != "mean":
-            values["dae_enhanced"] = M.discriminative_area(state.maps, state.threshold).mean().item()
-        run.log(**values)
+    if "maps" not in state or (it % options.dae_every == 0 and state["maps_iteration"] != it):
+        maps = refresh(run, cache, images, f"it{it:06d}")
+        state.update(maps=maps, weights=M.dae_weights(maps, options.dae_beta, options.dae_threshold).to(images.dtype),
+                     maps_iteration=it)
+        run.log(dae_area=M.discriminative_area(maps).mean().item())
+        if options.dae_threshold != "mean":
+            run.log(dae_enhanced=M.discriminative_area(maps, options.dae_threshold).mean().item())
     if grad is None:
         warn("dae: the images have no gradient this iteration; nothing to reweight")
         return
-    grad.mul_(state.weights)
+    grad.mul_(state["weights"])
 
 
 @hookimpl
-def on_iteration(run):
-    if run.iteration != run.args.iterations - 1:
+def on_iteration(run, record, cache):
+    if run.iteration != run.config.iterations - 1:
         return
-    state = state_of(run)
-    final = refresh(run, state, run.images, "final")
-    run.log(dae_area_final=M.discriminative_area(final).mean().item())
+    final = refresh(run, cache, run.images, "final")
+    record["dae_area_final"] = M.discriminative_area(final).mean().item()
 
 
 @hookimpl
-def on_run_end(run):
-    _STATE.pop(id(run), None)
+def on_run_end(run, cache):
+    cache.clear()   # release G and its Grad-CAM hooks with the run

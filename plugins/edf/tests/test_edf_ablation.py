@@ -19,10 +19,11 @@ def test_ablation_runs_four_rows_and_resumes(toy_dataset, toy_buffer, tmp_path, 
     assert [r["row"] for r in rows] == ["neither", "cpd", "dae", "both"]
     assert all(len(r["runs"]) == 2 for r in rows)
     assert rows[0]["dae_area_first"] is None and rows[2]["dae_area_first"] is not None
-    # every row used the same seed and the cpd rows the ablation's alpha
-    assert all(r["distill_argv"][r["distill_argv"].index("--seed") + 1] == "0" for r in rows)
-    assert rows[1]["cpd_alpha"] == 0.25 and "--cpd-alpha" in rows[3]["distill_argv"]
-    assert "--plugin" not in rows[0]["distill_argv"]
+    # every row used the same seed and matcher (DATM, as the paper's Table 4), the cpd rows the ablation's alpha
+    assert {r["config"]["seed"] for r in rows} == {0} and {r["config"]["matcher"] for r in rows} == {"datm"}
+    assert rows[1]["cpd_alpha"] == 0.25 and rows[3]["options"]["cpd_alpha"] == 0.25
+    assert "cpd_alpha" not in rows[2]["options"] and rows[2]["options"]["dae_every"] == 1
+    assert rows[0]["plugins"] == [] and rows[3]["plugins"] == ["cpd", "dae"]
     # a second invocation reuses the finished rows
     before = (tmp_path / "cpd" / "synthetic.pt").stat().st_mtime_ns
     assert ablation.main(argv) == 0

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddtoolbox.testing import TOY_DISTILL, run_cli
+from ddtoolbox.cli.testing import run_cli
+from ddtoolbox.testing import TOY_DISTILL
 
 
 def _distill(ddtool, toy_dataset, toy_buffer, out, *extra, iterations=3):

@@ -6,13 +6,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ddtoolbox.distill import combine_weights, reduce_loss
+from ddtoolbox.losses import combine_weights, matching_loss as reduce_loss
 from ddtoolbox.errors import UsageError
 from ddtoolbox_edf import cpd
 
 
-def _run(alpha):
-    return SimpleNamespace(args=SimpleNamespace(cpd_alpha=alpha), log=lambda **kw: None, iteration=0)
+def _run():
+    return SimpleNamespace(log=lambda **kw: None, iteration=0)
+
+
+def _vector(alpha, num, den):
+    """CPD's on_loss_vector as the core calls it: the run, the terms and CPD's own options."""
+    return cpd.on_loss_vector(_run(), num, den, cpd.CPDOptions(cpd_alpha=alpha))
 
 
 def test_drops_the_smallest_by_hand():
@@ -60,7 +65,7 @@ def test_floor_is_exact_on_the_decimal_value():
 def test_reduce_with_core_is_sum_over_kept_indices():
     num = torch.tensor([4.0, 1.0, 9.0, 0.5, 2.0], requires_grad=True)
     den = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
-    w = combine_weights([("cpd", cpd.on_loss_vector(_run(0.4), num, den))], num)
+    w = combine_weights([("cpd", _vector(0.4, num, den))], num)
     loss = reduce_loss(num, den, w)
     # drops 0.5 (index 3) and 1.0 (index 1), keeps 0, 2, 4: (4 + 9 + 2) / (1 + 3 + 5)
     assert loss.item() == pytest.approx(15.0 / 9.0, rel=1e-7)
@@ -72,12 +77,12 @@ def test_reduce_with_core_is_sum_over_kept_indices():
 def test_alpha_zero_is_exactly_the_plain_loss():
     g = torch.Generator().manual_seed(1)
     num, den = torch.rand(1234, generator=g), torch.rand(1234, generator=g) + 0.1
-    assert cpd.on_loss_vector(_run(0.0), num, den) is None
-    w = combine_weights([("cpd", cpd.on_loss_vector(_run(0.0), num, den))], num)
+    assert _vector(0.0, num, den) is None
+    w = combine_weights([("cpd", _vector(0.0, num, den))], num)
     assert w is None
     assert torch.equal(reduce_loss(num, den, w), num.sum() / den.sum())
     # an alpha too small to drop one element is also a no-op
-    assert cpd.on_loss_vector(_run(1e-4), num, den) is None
+    assert _vector(1e-4, num, den) is None
 
 
 def test_mask_combines_with_another_plugin_by_product():
@@ -92,9 +97,9 @@ def test_mask_combines_with_another_plugin_by_product():
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), "x"])
 def test_bad_alpha_names_the_option(bad):
     with pytest.raises(UsageError, match="--cpd-alpha"):
-        cpd.on_run_start(_run(bad))
+        cpd.CPDOptions(cpd_alpha=bad)
 
 
 def test_good_alpha_passes():
-    for ok in (0.0, 0.25, 0.999):
-        cpd.on_run_start(_run(ok))
+    for ok in (0.0, 0.25, 0.999, "0.5"):
+        assert cpd.CPDOptions(cpd_alpha=ok).cpd_alpha == float(ok)

@@ -72,13 +72,9 @@ def test_discriminative_area_by_hand():
     assert M.discriminative_area(m, 0.2).tolist() == [0.75, 0.25, 0.0]
 
 
-def _fake_run(maps, beta, iteration=1):
-    """A run whose DAE state already holds ``maps`` (computed at iteration 0, refresh every 100)."""
-    run = SimpleNamespace(iteration=iteration, args=SimpleNamespace(iterations=1000), log=lambda **kw: None)
-    dae._STATE[id(run)] = dae.DAEState(
-        model=None, layer_names=[], layers=[], targets=torch.zeros(len(maps), dtype=torch.long), beta=beta,
-        every=100, threshold="mean", maps=maps, weights=M.dae_weights(maps, beta), maps_iteration=0)
-    return run
+def _fake_state(maps, beta):
+    """DAE's saved state after a refresh at iteration 0 (the next one is due at 100)."""
+    return {"maps": maps, "weights": M.dae_weights(maps, beta), "maps_iteration": 0}
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0, 2.0, 10.0])
@@ -87,11 +83,9 @@ def test_hook_keeps_signs_and_below_mean_pixels(beta):
     maps = M.normalise_maps(torch.rand(4, 1, 6, 6, generator=g))
     grad = torch.randn(4, 3, 6, 6, generator=g)
     before = grad.clone()
-    run = _fake_run(maps, beta)
-    try:
-        dae.on_pixel_grad(run, grad, torch.zeros(4, 3, 6, 6))
-    finally:
-        dae._STATE.pop(id(run))
+    run = SimpleNamespace(iteration=1, log=lambda **kw: None)
+    options = dae.DAEOptions(dae_beta=beta)
+    dae.on_pixel_grad(run, grad, torch.zeros(4, 3, 6, 6), options, _fake_state(maps, beta), cache={})
     below = (maps < maps.flatten(1).mean(1).view(-1, 1, 1, 1)).expand_as(grad)
     assert torch.equal(grad[below], before[below])                        # unchanged, bit for bit
     assert torch.equal(torch.sign(grad), torch.sign(before))              # never flips (or zeroes) a sign
@@ -291,15 +285,23 @@ def test_torchvision_loading_errors(tmp_path):
 
 @pytest.mark.parametrize("bad, option", [(-1.0, "--dae-beta"), (float("nan"), "--dae-beta")])
 def test_bad_beta(bad, option):
-    args = SimpleNamespace(dae_beta=bad, dae_every=10, dae_threshold="mean")
     with pytest.raises(UsageError, match=option):
-        dae.check_options(args)
+        dae.DAEOptions(dae_beta=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, "x"])
+def test_bad_every_names_the_option(bad):
+    with pytest.raises(UsageError, match="--dae-every"):
+        dae.DAEOptions(dae_every=bad)
 
 
 def test_large_beta_warns_in_one_line(capsys):
-    dae.check_options(SimpleNamespace(dae_beta=5.0, dae_every=10, dae_threshold="mean"))
+    from ddtoolbox.errors import forget_warnings
+
+    forget_warnings()
+    dae.DAEOptions(dae_beta=5.0)
     assert capsys.readouterr().err == ""
-    dae.check_options(SimpleNamespace(dae_beta=10.0, dae_every=10, dae_threshold="mean"))
+    dae.DAEOptions(dae_beta=10.0)
     err = capsys.readouterr().err
     assert err.startswith("ddtool: warning: --dae-beta 10 is above 5") and err.count("\n") == 1
 

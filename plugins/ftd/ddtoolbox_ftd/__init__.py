@@ -14,11 +14,11 @@ from __future__ import annotations
 from ddtoolbox import hookimpl
 from ddtoolbox.errors import UsageError
 
-from .gsam import adaptive_perturbation, gsam_direction, gsam_step_factory
-from .matcher import EMA, FTD
+from .gsam import GSAMOptions, adaptive_perturbation, gsam_direction, gsam_step_factory
+from .matcher import EMA, FTD, FTDOptions
 
 __version__ = "0.1.0"
-__all__ = ["EMA", "FTD", "adaptive_perturbation", "gsam_direction", "gsam_step_factory", "EMA_FILE"]
+__all__ = ["EMA", "FTD", "FTDOptions", "GSAMOptions", "adaptive_perturbation", "gsam_direction", "gsam_step_factory", "EMA_FILE"]
 
 #: the EMA images as a synthetic set of their own, beside ``synthetic.pt``
 EMA_FILE = "synthetic_ema.pt"
@@ -35,23 +35,14 @@ def register_trainers(register):
 
 
 @hookimpl
-def add_options(command, parser):
-    from ddtoolbox.cli import non_negative_float
-
-    if command == "buffer":
-        parser.add_argument("--rho", type=non_negative_float, default=0.01,
-                            help="ftd trainer: GSAM perturbation radius (default 0.01, every published run)")
-        parser.add_argument("--gsam-alpha", type=non_negative_float, default=0.3,
-                            help="ftd trainer: weight of the removed orthogonal gradient part (default 0.3, DATM/EDF)")
-    elif command == "distill":
-        parser.add_argument("--ema-decay", type=non_negative_float, default=0.999,
-                            help="ftd matcher: decay d of the image average e <- d*e + (1-d)*x (default 0.999)")
+def add_options(command):
+    return {"buffer": GSAMOptions, "distill": FTDOptions}.get(command)
 
 
 def _matcher(run) -> FTD:
     if not isinstance(run.matcher, FTD):
         raise UsageError(
-            f"the ftd plugin adds the EMA of the images to --matcher ftd only, not to '{run.args.matcher}'; "
+            f"the ftd plugin adds the EMA of the images to --matcher ftd only, not to '{run.config.matcher}'; "
             f"drop --plugin ftd (flat experts come from 'ddtool buffer --trainer ftd')"
         )
     return run.matcher
@@ -59,18 +50,17 @@ def _matcher(run) -> FTD:
 
 @hookimpl
 def on_run_start(run):
-    _matcher(run).start_ema(run.images.detach())
+    _matcher(run)
 
 
 @hookimpl
-def on_iteration(run):
+def on_iteration(run, record):
     matcher = _matcher(run)
     matcher.after_step(run.images.detach())
-    a = run.args
-    every = getattr(a, "eval_every", 0)
-    if every and ((run.iteration + 1) % every == 0 or run.iteration == a.iterations - 1):
+    c = run.config
+    if c.eval_every and ((run.iteration + 1) % c.eval_every == 0 or run.iteration == c.iterations - 1):
         result = evaluate_ema(run)
-        run.log(eval_ema_mean=result["mean"], eval_ema_std=result["std"])
+        record.update(eval_ema_mean=result["mean"], eval_ema_std=result["std"])
         from tqdm.auto import tqdm
 
         tqdm.write(f"iteration {run.iteration + 1}: EMA images accuracy {result['mean'] * 100:.2f} ± "
@@ -81,20 +71,22 @@ def evaluate_ema(run) -> dict:
     """The standard protocol on the EMA images: fresh networks, never the one trained on the raw images."""
     from ddtoolbox.augment import DSA
     from ddtoolbox.data import load_dataset
-    from ddtoolbox.evaluate import EvalConfig, evaluate_set
+    from ddtoolbox.evaluate import TrainRecipe, evaluate_set
 
-    a = run.args
-    test_set = load_dataset(a.dataset, "test", a.data_root)
-    cfg = EvalConfig(run.buffer.meta["model"], run.buffer.meta["model_options"], a.eval_epochs, a.eval_batch,
-                     augment=DSA())
-    return evaluate_set(cfg, run.matcher.ema.value.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
-                        a.eval_runs, run.device, soft=bool(run.matcher.learn_targets),
-                        progress=not getattr(a, "quiet", False), desc="eval EMA")
+    c = run.config
+    test_set = load_dataset(c.dataset, "test", c.data_root)
+    model, model_options = run.matcher.network()
+    recipe = TrainRecipe(model, model_options, c.eval_epochs, c.eval_batch, augment=DSA())
+    return evaluate_set(recipe, run.matcher.ema.value.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
+                        c.eval_runs, run.device, soft=bool(run.matcher.learn_targets), progress=not c.quiet,
+                        desc="eval EMA")
 
 
 @hookimpl
-def on_run_end(run):
+def on_run_end(run, exception):
     """Write the EMA images as ``synthetic_ema.pt`` (same format as ``synthetic.pt``) and a picture."""
+    if exception is not None:
+        return
     from ddtoolbox.io import load_tensors, save_tensors
     from ddtoolbox.viz import save_image_grid
 

@@ -14,7 +14,11 @@ Per batch, on the same augmented batch:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from ddtoolbox.options import Settings, non_negative_float, option
 
 from ddtoolbox.errors import UsageError
 
@@ -43,10 +47,20 @@ def _grads(params) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
 
 
-def gsam_step_factory(args):
+@dataclass(kw_only=True)
+class GSAMOptions(Settings):
+    """The ``ftd`` trainer's ``buffer`` options."""
+
+    rho: float = option(0.01, "ftd trainer: GSAM perturbation radius (default 0.01, every published run)",
+                        type=non_negative_float)
+    gsam_alpha: float = option(0.3, "ftd trainer: weight of the removed orthogonal gradient part (default 0.3, "
+                                    "DATM/EDF)", type=non_negative_float)
+
+
+def gsam_step_factory(options: GSAMOptions | None):
     """Flat experts (FTD): the SGD step wrapped in GSAM, --rho and --gsam-alpha."""
-    rho = float(getattr(args, "rho", 0.01))
-    alpha = float(getattr(args, "gsam_alpha", 0.3))
+    options = options or GSAMOptions()
+    rho, alpha = options.rho, options.gsam_alpha
     if not rho >= 0:
         raise UsageError(f"--rho must not be negative (got {rho}); FTD, DATM and EDF use 0.01")
     if not alpha >= 0:

@@ -1,16 +1,19 @@
 """The FTD matcher: MTT's matching plus an exponential moving average of the synthetic images.
 
 Du et al., "Minimizing the Accumulated Trajectory Error to Improve Dataset Distillation"
-(CVPR 2023), as summarised in reference-notes section 4. The matching itself is MTT's; the
+(CVPR 2023). The matching itself is MTT's; the
 flat experts come from ``ddtool buffer --trainer ftd`` (see :mod:`ddtoolbox_ftd.gsam`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ddtoolbox.builtin.mtt import MTT
 from ddtoolbox.errors import UsageError
-from ddtoolbox.matchers.mtt import MTT
+from ddtoolbox.options import Settings, number, option
 
 
 class EMA:
@@ -32,23 +35,37 @@ class EMA:
         self.steps += 1
 
 
+def ema_decay(value) -> float:
+    d = number(value)
+    if not 0 <= d < 1:
+        raise UsageError(f"--ema-decay must be in [0, 1) (got {value}); FTD uses 0.999")
+    return d
+
+
+@dataclass(kw_only=True)
+class FTDOptions(Settings):
+    """The ``ftd`` matcher's ``distill`` options."""
+
+    ema_decay: float = option(0.999, "ftd matcher: decay d of the image average e <- d*e + (1-d)*x (default 0.999)",
+                              type=ema_decay)
+
+
 class FTD(MTT):
     """Flat Trajectory Distillation (Du et al., CVPR 2023): MTT matching plus an EMA of the images."""
 
     name = "ftd"
     description = "FTD (Du et al., 2023): MTT matching + EMA of the synthetic images (flat experts: buffer --trainer ftd)"
 
-    def __init__(self, args, buffer, train_set, device):
-        super().__init__(args, buffer, train_set, device)
-        self.ema_decay = float(getattr(args, "ema_decay", 0.999))
-        if not 0 <= self.ema_decay < 1:
-            raise UsageError(f"--ema-decay must be in [0, 1) (got {self.ema_decay}); FTD uses 0.999")
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.ema_decay = (self.options or FTDOptions()).ema_decay
         self.ema: EMA | None = None
         self.last_skipped = False
 
-    def start_ema(self, images: torch.Tensor) -> None:
-        """Start the average at the initial synthetic images (called from ``on_run_start``)."""
-        self.ema = EMA(self.ema_decay, images)
+    def start(self, run) -> None:
+        """MTT's start, and the average starts at the initial synthetic images."""
+        super().start(run)
+        self.ema = EMA(self.ema_decay, run.images.detach())
 
     def skip_update(self, loss: float) -> bool:
         self.last_skipped = super().skip_update(loss)
@@ -60,7 +77,7 @@ class FTD(MTT):
         An iteration whose update was skipped did not change the images and is not counted.
         """
         if self.ema is None:
-            raise RuntimeError("FTD.after_step before start_ema: the ftd plugin's on_run_start did not run")
+            raise RuntimeError("FTD.after_step before start(run)")
         if not self.last_skipped:
             self.ema.update(images)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,7 +10,8 @@ import torch
 
 from ddtoolbox.evaluate import load_synthetic
 from ddtoolbox.testing import TOY_BUFFER, TOY_DISTILL
-from ddtoolbox_ftd import EMA, EMA_FILE, FTD, gsam_step_factory
+from ddtoolbox.matchers import MatcherContext
+from ddtoolbox_ftd import EMA, EMA_FILE, FTD, FTDOptions, GSAMOptions, gsam_step_factory
 
 # ---------------------------------------------------------------------------- GSAM
 
@@ -51,7 +51,7 @@ def gsam_by_hand(w1, w2, rho, alpha, lr):
 def one_step(w1, w2, rho, alpha, lr):
     model = Quadratic(w1, w2)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0)
-    step = gsam_step_factory(argparse.Namespace(rho=rho, gsam_alpha=alpha))
+    step = gsam_step_factory(GSAMOptions(rho=rho, gsam_alpha=alpha))
     loss = step(model, opt, torch.zeros(1), torch.zeros(1), quad_loss)
     return model.w.detach().tolist(), float(loss)
 
@@ -96,8 +96,9 @@ def test_ema_after_k_steps_matches_closed_form():
 
 
 def test_ftd_matcher_skips_skipped_iterations():
-    m = FTD(argparse.Namespace(ema_decay=0.5), None, None, torch.device("cpu"))
-    m.start_ema(torch.zeros(2))
+    m = FTD(MatcherContext(config=None, options=FTDOptions(ema_decay=0.5), train_set=None, buffer=None,
+                           device=torch.device("cpu")))
+    m.ema = EMA(m.ema_decay, torch.zeros(2))     # what start(run) does, without a run
     m.skip_update(1.0)
     m.after_step(torch.full((2,), 4.0))          # 0.5 * 0 + 0.5 * 4 = 2
     m.last_skipped = True                        # as if the matcher had skipped the update
@@ -112,8 +113,8 @@ def test_ftd_matcher_skips_skipped_iterations():
 def test_bad_decay_is_a_usage_error(decay):
     from ddtoolbox.errors import UsageError
 
-    with pytest.raises(UsageError):
-        FTD(argparse.Namespace(ema_decay=decay), None, None, torch.device("cpu"))
+    with pytest.raises(UsageError, match="--ema-decay"):
+        FTDOptions(ema_decay=decay)
 
 
 # ---------------------------------------------------------------------------- end to end

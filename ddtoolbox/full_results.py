@@ -1,8 +1,7 @@
-"""Full-data training: the upper bound every distilled set is measured against.
+"""The store of full-data accuracies: the upper bound every distilled set is measured against.
 
-``ddtool train-full`` trains fresh networks on the whole training split with the evaluation
-protocol's training loop (:func:`ddtoolbox.evaluate.train_on_set`: SGD momentum 0.9, weight decay
-5e-4, one x0.1 decay at the midpoint, DSA), tests them, and stores the accuracy in a small JSON
+``ddtool train-full`` (:func:`ddtoolbox.evaluate.train_full`) trains fresh networks on the whole
+training split with the evaluation protocol's training loop, tests them, and stores the accuracy here, in a small JSON
 file, keyed by dataset, model and the model's full options (defaults filled in, so
 ``ConvNet`` and ``ConvNetD3`` with default options are the same key). ``ddtool eval`` looks the
 matching entry up and prints the *recovery ratio*, distilled accuracy / full-data accuracy.
@@ -90,34 +89,3 @@ def store_full(path, dataset: str, model: str, options: dict, result: dict, sett
     store["results"][result_key(dataset, model, options)] = entry
     write_json(path, store)
     return entry
-
-
-def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,
-               batch_size: int, augment, runs: int, device, save_model=None, progress: bool = True) -> dict:
-    """Train ``runs`` networks on all of ``train_set``, test each; optionally save the first."""
-    import torch
-
-    from .evaluate import EvalConfig, summarise, train_on_set
-    from .trajectories import accuracy
-
-    if runs < 1:
-        raise UsageError(f"--runs must be at least 1 (got {runs})")
-    cfg = EvalConfig(model, model_options, epochs, batch_size, augment=augment)
-    x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
-    accs = []
-    for r in range(runs):
-        net = train_on_set(cfg, train_set.images, train_set.labels, lr, train_set.info, device,
-                           progress=progress, desc=f"train-full {r + 1}/{runs}")
-        accs.append(accuracy(net, x_test, y_test))
-        if progress:
-            print(f"network {r + 1}: test accuracy {accs[-1] * 100:.2f}%")
-        if r == 0 and save_model:
-            from .teacher import save_model as save
-
-            save(save_model, net, model=canonical_model_name(model), model_options=model_options,
-                 info=train_set.info, extra={"test_accuracy": accs[-1], "epochs": epochs, "lr": lr,
-                                             "train_images": len(train_set)})
-        del net
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return summarise(accs)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from .. import hookimpl
-from .base import Matcher
+from ..matchers import TrajectoryMatcher
 
 
-class MTT(Matcher):
+class MTT(TrajectoryMatcher):
     """Matching Training Trajectories (Cazenavette et al., CVPR 2022), Eq. 1."""
 
     name = "mtt"

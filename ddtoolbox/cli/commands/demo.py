@@ -12,7 +12,11 @@ import shlex
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from ... import hookimpl
+from ...config import CommonSettings
+from ...errors import UsageError
+from ...options import add_arguments
+from ..parsing import build_parser
 
 SMALL = {
     "label": "CPU-sized: ConvNet-3 width 32, 1000 training images per class, 4 experts x 8 epochs, "
@@ -36,9 +40,21 @@ FULL = {
 }
 
 
+def setup(p, pm) -> None:
+    p.add_argument("--full", action="store_true",
+                   help="full-size settings (width 128, all 60k images, paper-like; hours on a CPU)")
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's files (default runs/demo)")
+    add_arguments(p, CommonSettings)
+
+
+@hookimpl
+def register_commands(register):
+    register("demo", setup=setup, run=run_demo,
+             help="buffer, distil and evaluate on Fashion-MNIST in minutes on a CPU")
+
+
 def run_demo(args, pm) -> dict:
-    from .cli import build_parser
-    from .io import read_json, write_json
+    from ...io import read_json, write_json
 
     cfg = FULL if args.full else SMALL
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """``ddtool data`` (ImageNet subsets: list, prepare) and ``ddtool compdd`` (score, select, stats).
 
 Both live here because they are one workflow: prepare the subsets a paper uses, or score classes
-to build new ones. ``build_parser`` calls :func:`add_parsers` once.
+to build new ones. The work is done by :mod:`ddtoolbox.data` and :mod:`ddtoolbox.compdd`.
 """
 
 from __future__ import annotations
@@ -10,16 +10,26 @@ import json
 import math
 from pathlib import Path
 
+from ddtoolbox import hookimpl
+from ddtoolbox.config import CommonSettings
 from ddtoolbox.errors import UsageError
+from ddtoolbox.options import add_arguments, positive_float, positive_int
 
 
-def add_parsers(sub) -> None:
-    from ddtoolbox.cli import add_common, positive_float, positive_int
+def add_common(p) -> None:
+    add_arguments(p, CommonSettings)
 
-    # ------------------------------------------------------------------ ddtool data
-    p = sub.add_parser("data", help="ImageNet subsets: list them, prepare them from an ImageNet tree")
+
+@hookimpl
+def register_commands(register):
+    register("data", setup=setup_data, run=_need_action,
+             help="ImageNet subsets: list them, prepare them from an ImageNet tree")
+    register("compdd", setup=setup_compdd, run=_need_action,
+             help="Comp-DD: Grad-CAM complexity scores, easy/hard subset selection, activation statistics")
+
+
+def setup_data(p, pm) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
-    p.set_defaults(func=_need_action(p))
 
     q = dsub.add_parser("subsets", help="list the registered ImageNet subsets (ImageNette ... Comp-DD)")
     q.add_argument("--show", default=None, metavar="NAME", help="print one subset's classes (index, wnid, name)")
@@ -39,11 +49,10 @@ def add_parsers(sub) -> None:
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_prepare)
 
-    # ------------------------------------------------------------------ ddtool compdd
-    p = sub.add_parser("compdd", help="Comp-DD: Grad-CAM complexity scores, easy/hard subset selection, "
-                                      "activation statistics")
+
+
+def setup_compdd(p, pm) -> None:
     csub = p.add_subparsers(dest="compdd_command", metavar="ACTION", parser_class=type(p))
-    p.set_defaults(func=_need_action(p))
 
     q = csub.add_parser("score", help="per-class complexity (share of Grad-CAM pixels >= 0.5) as a CSV")
     src = q.add_argument_group("images (one of)")
@@ -101,8 +110,6 @@ def add_parsers(sub) -> None:
 
 
 def _model_args(q, default_model):
-    from ddtoolbox.cli import positive_int
-
     g = q.add_argument_group("model (Grad-CAM network)")
     g.add_argument("--model", default=default_model,
                    help="a torchvision classifier (resnet18, ...) or a ddtoolbox network (ConvNet, ResNet18, ...)"
@@ -120,20 +127,17 @@ def _model_args(q, default_model):
     g.add_argument("--norm", default=None, help="ddtoolbox network normalisation")
 
 
-def _need_action(parser):
-    def run(args, pm):
-        parser.print_help()
-        raise UsageError(f"'{parser.prog}' needs an action; see the list above")
-
-    return run
+def _need_action(args, pm):
+    raise UsageError(f"'ddtool {args.command}' needs an action; see 'ddtool {args.command} --help'")
 
 
 def _model_options(args) -> dict:
-    return {k: v for k, v in (("width", args.width), ("depth", args.depth), ("norm", args.norm)) if v is not None}
+    """The options given for a ddtoolbox network (``--width`` ...); a torchvision model takes none."""
+    return {k: v for k in ("width", "depth", "norm") if (v := getattr(args, k)) is not None}
 
 
 def _build_cam(args, info, device):
-    from .models import build
+    from ddtoolbox.compdd.models import build
 
     model = None if args.buffer and args.model in (None, "resnet18") else args.model
     return build(info, model=model, weights=args.weights, buffer=args.buffer, expert=args.expert,
@@ -195,7 +199,7 @@ def _score_source(args):
     """(info, batches, total, description) for the images ``score`` measures."""
     from ddtoolbox.data import load_dataset
 
-    from .complexity import dataset_batches, imagenet_batches, imagenet_info
+    from ddtoolbox.compdd.complexity import dataset_batches, imagenet_batches, imagenet_info
 
     picks = [o for o in ("categories", "subset", "wnids") if getattr(args, o)]
     if (args.dataset is None) == (args.imagenet_root is None):
@@ -221,7 +225,7 @@ def _wnids_to_score(args, pick):
         s = get_subset(args.subset)
         return [s.wnids[s.indices.index(i)] for i in s.distinct_indices]
     if pick == "categories":
-        from .select import load_categories
+        from ddtoolbox.compdd.select import load_categories
 
         cats, _ = load_categories(None if args.categories == "default" else args.categories)
         keys = list(dict.fromkeys(k for ks in cats.values() for k in ks))
@@ -239,8 +243,8 @@ def cmd_score(args, pm):
     from ddtoolbox.io import write_json
     from ddtoolbox.runtime import resolve_device, seed_everything
 
-    from .complexity import score_classes, write_csv
-    from .models import class_targets
+    from ddtoolbox.compdd.complexity import score_classes, write_csv
+    from ddtoolbox.compdd.models import class_targets
 
     device = resolve_device(args.device)
     seed_everything(args.seed)
@@ -267,8 +271,8 @@ def cmd_score(args, pm):
 def cmd_select(args, pm):
     from ddtoolbox.io import write_json
 
-    from .complexity import read_scores
-    from .select import load_categories, select
+    from ddtoolbox.compdd.complexity import read_scores
+    from ddtoolbox.compdd.select import load_categories, select
 
     rows = read_scores(args.scores)
     cats, where = load_categories(args.categories)
@@ -288,9 +292,9 @@ def cmd_stats(args, pm):
     from ddtoolbox.io import read_json, write_json
     from ddtoolbox.runtime import resolve_device, seed_everything
 
-    from .complexity import dataset_batches
-    from .models import class_targets
-    from .stats import activation_stats, plot_stats, summary_line
+    from ddtoolbox.compdd.complexity import dataset_batches
+    from ddtoolbox.compdd.models import class_targets
+    from ddtoolbox.compdd.stats import activation_stats, plot_stats, summary_line
 
     device = resolve_device(args.device)
     seed_everything(args.seed)

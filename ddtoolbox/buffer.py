@@ -1,0 +1,108 @@
+"""The on-disk expert-trajectory ("buffer") format.
+
+A buffer is a folder: ``buffer.json`` (the metadata every consumer checks before trusting the
+numbers) and one ``expert_NNN.pt`` per expert holding a ``(epochs + 1, P)`` tensor of flat
+parameter snapshots, index 0 being the initialisation. Tensors only, so loading never unpickles
+code. :mod:`ddtoolbox.experts` writes buffers; everything else reads them through :class:`Buffer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+from .io import load_tensors, read_json
+from .models import create_model, load_flat
+
+FORMAT = "ddtoolbox-buffer"
+FORMAT_VERSION = 1
+META = "buffer.json"
+
+
+
+@dataclass
+class Buffer:
+    """A folder of expert trajectories and the metadata that says what they were trained on."""
+
+    path: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, path) -> "Buffer":
+        path = Path(path)
+        fix = "point --buffer at a folder made by 'ddtool buffer'"
+        if not path.is_dir():
+            raise UsageError(f"buffer folder {path} does not exist; {fix}")
+        meta = read_json(path / META, "buffer metadata", fix)
+        if meta.get("format") != FORMAT:
+            raise UsageError(f"{path / META} is not a ddtoolbox buffer; {fix}")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise UsageError(f"buffer {path} was written by a newer ddtoolbox; upgrade ddtoolbox")
+        if not meta.get("experts"):
+            raise UsageError(f"buffer {path} holds no finished expert; run 'ddtool buffer --resume' on it")
+        buf = cls(path, meta)
+        buf._load = lru_cache(maxsize=8)(buf._load_uncached)
+        return buf
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.meta["experts"])
+
+    @property
+    def epochs(self) -> int:
+        return int(self.meta["epochs"])
+
+    def trajectory(self, i: int) -> torch.Tensor:
+        """Snapshots of expert ``i``, shape ``(epochs + 1, P)``, on the CPU."""
+        return self._load(i)
+
+    def _load_uncached(self, i: int) -> torch.Tensor:
+        entry = self.meta["experts"][i]
+        fix = f"delete it and re-create the buffer with 'ddtool buffer --resume --out {self.path}'"
+        data = load_tensors(self.path / entry["file"], "expert trajectory", fix)
+        traj = data.get("trajectory")
+        expected = (self.epochs + 1, int(self.meta["num_params"]))
+        if not isinstance(traj, torch.Tensor) or tuple(traj.shape) != expected:
+            got = tuple(traj.shape) if isinstance(traj, torch.Tensor) else type(traj).__name__
+            raise UsageError(f"expert trajectory {self.path / entry['file']} has shape {got}, expected {expected}; {fix}")
+        return traj
+
+    def make_model(self) -> torch.nn.Module:
+        m = self.meta
+        return create_model(m["model"], m["channels"], m["num_classes"], tuple(m["image_size"]), **m["model_options"])
+
+    def check_compatible(self, dataset: str, model: str | None = None, model_options: dict | None = None,
+                         needed_epochs: int | None = None) -> None:
+        """Refuse a buffer made for another dataset, model or shorter training."""
+        m = self.meta
+        if m["dataset"] != dataset:
+            raise UsageError(
+                f"buffer {self.path} was trained on '{m['dataset']}', not '{dataset}'; "
+                f"use --dataset {m['dataset']} or make a buffer for {dataset} with 'ddtool buffer'"
+            )
+        if model is not None and model != m["model"]:
+            raise UsageError(
+                f"buffer {self.path} holds {m['model']} experts, not {model}; use --model {m['model']} "
+                f"or make a buffer for {model}"
+            )
+        if model_options:
+            diff = {k: v for k, v in model_options.items() if m["model_options"].get(k) != v}
+            if diff:
+                raise UsageError(f"buffer {self.path} experts were built with {m['model_options']}, not {diff}; drop those options or make a matching buffer")
+        if needed_epochs is not None and needed_epochs > self.epochs:
+            raise UsageError(
+                f"buffer {self.path} has {self.epochs}-epoch trajectories but the run needs "
+                f"{needed_epochs} (max start epoch + expert epochs); lower --max-start-epoch or "
+                f"--expert-epochs, or train longer experts"
+            )
+
+    def expert_model(self, expert: int = 0, epoch: int = -1, device=None) -> torch.nn.Module:
+        """Expert ``expert``'s snapshot at ``epoch`` as a ready network (``-1``: its final, trained state)."""
+        net = self.make_model()
+        if device is not None:
+            net = net.to(device)
+        return load_flat(net, self.trajectory(expert)[epoch])

@@ -1,0 +1,83 @@
+"""``ddtool``: the command line, a thin layer that parses options and calls library functions.
+
+Every subcommand is registered through the ``register_commands`` hook, ddtool's own (the modules
+under :mod:`ddtoolbox.cli.commands`) exactly like a plugin's, so nothing outside this package
+imports it. Exit status: 0 done, 2 a usage or input error (one line on stderr), 1 an internal
+error, 130 interrupted. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import UsageError, debugging, forget_warnings
+from ..plugins import PluginManager, split_plugin_args
+from .commands import BUILTIN
+from .parsing import apply_preset, build_parser, cpu_threads
+
+
+def _pre_parse(argv):
+    """``--plugin`` and ``--preset``, read before the full parser exists (plugins add options)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
+    pre.add_argument("--preset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    active, blocked = split_plugin_args(known.plugins)
+    return known.command, known.preset, active, blocked
+
+
+def manager(blocked=()) -> PluginManager:
+    """A plugin manager that also knows ddtool's own commands."""
+    return PluginManager(blocked=set(blocked), builtins=BUILTIN)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    forget_warnings()
+    try:
+        command, preset, requested, blocked = _pre_parse(argv)
+        pm = manager(blocked)
+        active = pm.activate(requested)   # module paths may add options, so load them first
+        parser = build_parser(pm)
+        if preset and command in parser.commands:
+            active += apply_preset(pm, parser, command, preset, active)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        args.plugins = active
+        with cpu_threads(getattr(args, "threads", None)):
+            args.func(args, pm)
+        return 0
+    except UsageError as exc:
+        if debugging() and exc.__cause__ is not None:
+            raise
+        print(f"ddtool: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddtool: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into 'head' and the like: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if debugging():
+            raise
+        where = _origin(exc)
+        print(f"ddtool: internal error: {exc!r}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _origin(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb is not None else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
