@@ -6,7 +6,8 @@
 #   ./dev.sh setup                        only set up
 #
 # Setting up means: a virtual environment in .venv (or $DDTOOL_VENV), the tested package versions
-# from requirements/tested.txt, ddtoolbox and every plugin under plugins/ installed editable, and
+# from requirements/tested.txt, ddtoolbox and every plugin under plugins/ and examples/ installed
+# editable, and
 # the Fashion-MNIST files (Debian package dataset-fashion-mnist) unless $DDTOOL_DATA points at a
 # copy. Each step is skipped when it is already done, so rerunning is cheap.
 set -euo pipefail
@@ -20,11 +21,11 @@ setup_python() {
         "$PY" -m venv "$VENV"
     fi
     local plugins stamp want
-    plugins=$(find plugins -mindepth 2 -maxdepth 2 -name setup.cfg -printf '%h\n' 2>/dev/null | sort)
+    plugins=$(find plugins examples -mindepth 2 -maxdepth 2 -name setup.cfg -printf '%h\n' 2>/dev/null | sort)
     want=$(cat requirements/tested.txt setup.cfg pyproject.toml $(for p in $plugins; do echo "$p/setup.cfg"; done) | sha256sum | cut -d' ' -f1)
     stamp="$VENV/.ddtoolbox-installed"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest)" >&2
+        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest, import-linter)" >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/tested.txt
         local editable=(-e ".[plots]")
         for p in $plugins; do editable+=(-e "$p"); done

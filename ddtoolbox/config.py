@@ -90,7 +90,7 @@ EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4,
 
 
 @dataclass(kw_only=True)
-class DistillConfig(CommonSettings):
+class DistillConfig(NetworkSettings, CommonSettings):
     """``ddtool distill``: every setting of a distillation run but the plugins' own."""
 
     out: str = option(help="output folder for synthetic.pt, synthetic.png, metrics.json", group=DISTILL)
@@ -99,8 +99,9 @@ class DistillConfig(CommonSettings):
     dataset: str = option("fashion-mnist", "dataset name (default fashion-mnist)", group=DISTILL)
     ipc: int = option(1, "synthetic images per class (default 1)", type=positive_int, group=DISTILL)
     matcher: str = option("mtt", "matcher (default mtt; see 'ddtool plugins')", group=DISTILL)
-    model: str | None = option(None, "check that the buffer holds this architecture; matchers without a buffer "
-                                     "build it (default ConvNet)", group=DISTILL)
+    model: str | None = option(None, "architecture: with a buffer, a check that the experts are this one (and "
+                                     "--width etc. checks of their options); without, the network a matcher builds "
+                                     "(default ConvNet)", metavar="NAME", group=NETWORK)
     iterations: int = option(5000, "outer iterations (default 5000)", type=non_negative_int, group=DISTILL)
     syn_steps: int = option(20, "student steps per iteration (default 20)", type=positive_int, group=DISTILL)
     expert_epochs: int = option(3, "expert epochs to match (default 3)", type=positive_int, group=DISTILL)

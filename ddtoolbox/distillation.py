@@ -27,6 +27,8 @@ from .errors import PluginError, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
 from .losses import combine_weights, matching_loss
 from .matchers import Matcher, MatcherContext
+from .models import canonical_model_name
+from .models.registry import NETWORK_FIELDS
 from .plugins import PluginManager
 from .runtime import configure_backends, resolve_device, seed_everything
 from .viz import save_image_grid
@@ -101,8 +103,8 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     forget_warnings()
     pm = manager or PluginManager()
     progress = (not config.quiet) if progress is None else progress
+    active = pm.activate(plugins)      # module-path plugins may register the matcher
     matcher_entry = pm.matcher(config.matcher)
-    active = pm.activate(plugins)
     if matcher_entry.plugin not in active:
         active.append(matcher_entry.plugin)
     plugin_options = pm.plugin_options("distill", dict(options or {}), active)
@@ -114,7 +116,9 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     buffer = open_buffer(config, matcher_cls)
     train_set = load_dataset(config.dataset, "train", config.data_root)
     if buffer is not None:
-        buffer.check_compatible(config.dataset, config.model, needed_epochs=config.max_start_epoch + config.expert_epochs)
+        given = {k: getattr(config, k) for k in NETWORK_FIELDS if getattr(config, k) is not None}
+        buffer.check_compatible(config.dataset, config.model and canonical_model_name(config.model), given,
+                                needed_epochs=config.max_start_epoch + config.expert_epochs)
     augment = None if config.no_dsa else DSA()
     ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
                          buffer=buffer, device=device, augment=augment)

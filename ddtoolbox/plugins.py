@@ -90,12 +90,12 @@ def summarise(value, depth: int = 0) -> str:
     if callable(brief):
         return brief()
     if callable(value):
-        return getattr(value, "__qualname__", type(value).__name__)
+        return getattr(value, "__name__", type(value).__name__)
     return type(value).__name__
 
 
-def trace(hook: str, plugin: str, kwargs: dict, result, seconds: float) -> None:
-    args = ", ".join(f"{k}={summarise(v)}" for k, v in kwargs.items())
+def trace(hook: str, plugin: str, args: str, result, seconds: float) -> None:
+    """One line on stderr: ``ddtool: hook NAME -> PLUGIN(arguments) = result [time]``."""
     line = f"ddtool: hook {hook} -> {plugin}({args}) = {summarise(result)} [{seconds * 1000:.1f} ms]"
     if len(line) > TRACE_LINE:
         line = line[:TRACE_LINE - 3] + "..."
@@ -172,6 +172,7 @@ class PluginManager:
                 continue
             given = dict(kwargs, **(per_plugin(plugin) if per_plugin else {}))
             args = {k: given[k] for k in impl.argnames if k in given}
+            described = ", ".join(f"{k}={summarise(v)}" for k, v in args.items()) if tracing else ""
             start = time.perf_counter()
             try:
                 result = impl.function(**args)
@@ -187,7 +188,7 @@ class PluginManager:
                 raise PluginError(f"plugin '{plugin}' failed in hook {hook_name}: {exc!r} "
                                   f"(DDTOOL_DEBUG=1 shows the traceback)", plugin, hook_name) from exc
             if tracing:
-                trace(hook_name, plugin, args, result, time.perf_counter() - start)
+                trace(hook_name, plugin, described, result, time.perf_counter() - start)
             pairs.append((plugin, result))
         return pairs
 
@@ -367,6 +368,10 @@ class PluginManager:
         blocked = {f.name: plugin for plugin, cls in self.blocked_option_classes(command).items()
                    for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in values if k not in owner and k not in blocked)
+        ignored = sorted(k for k in values if k in blocked and k not in owner)
+        for plugin in sorted({blocked[k] for k in ignored}):
+            flags = ", ".join("--" + k.replace("_", "-") for k in ignored if blocked[k] == plugin)
+            warn(f"plugin '{plugin}' is blocked (--plugin no:{plugin}); ignoring {flags}")
         if unknown:
             known = ", ".join(sorted(owner)) or "none"
             raise UsageError(f"unknown {command} plugin option(s) {', '.join(unknown)}; the installed plugins' "

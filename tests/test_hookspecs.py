@@ -27,8 +27,16 @@ def test_every_argument_is_documented(name):
 
 
 @pytest.mark.parametrize("name", HOOKS)
-def test_every_hook_is_in_the_plugin_guide(name):
-    assert f"`{name}(" in (ROOT / "docs" / "plugins.md").read_text(), f"docs/plugins.md does not describe {name}"
+def test_every_hook_is_in_the_plugin_guide_with_its_full_signature(name):
+    """As datasette does: the guide shows each hook exactly as the spec declares it."""
+    signature = f"`{name}({', '.join(inspect.signature(getattr(hookspecs, name)).parameters)})`"
+    assert signature in (ROOT / "docs" / "plugins.md").read_text(), f"docs/plugins.md lacks {signature}"
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_every_hook_has_a_named_test_of_its_own(name):
+    """tests/test_hooks.py calls each hook through the real path in a test named after it."""
+    assert re.search(rf"^def test_hook_{name}\(", (ROOT / "tests" / "test_hooks.py").read_text(), re.M), name
 
 
 @pytest.mark.parametrize("name", HOOKS)

@@ -37,6 +37,8 @@ def build_parser(pm) -> Parser:
         setup, run, description = entry.obj
         p = sub.add_parser(name, help=entry.description, description=description or entry.description)
         pm.call_user(entry.plugin, f"the setup of command {name}", setup, p, pm)
+        if not any(a.dest == "plugins" for a in p._actions):   # --plugin is read before parsing, for every command
+            add_plugin_option(p, hidden=True)
         p.set_defaults(func=run)
     parser.commands = dict(sub.choices)
     return parser

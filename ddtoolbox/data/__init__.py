@@ -24,8 +24,7 @@ from .registry import (
     load_dataset,
     register_dataset,
 )
-from . import builtin as _builtin  # noqa: F401  (registers the shipped datasets)
-from . import cluttered as _cluttered, imagenet_subsets as _imagenet_subsets  # noqa: F401  (more registrations)
+from . import builtin as _builtin  # noqa: F401  (registers every shipped dataset)
 
 __all__ = [
     "DataLocation",

@@ -1,4 +1,7 @@
-"""Registrations of the datasets that ship with the toolbox.
+"""Registrations of the datasets that ship with the toolbox: all of them, in this one module.
+
+Fashion-MNIST, MNIST, CIFAR-10/100, cluttered Fashion-MNIST and the ImageNet subsets (prepared
+caches, see :mod:`.prepare`).
 
 Each one is just an info record, a loader and a :class:`DataLocation`; adding a dataset
 elsewhere follows the same three steps through :func:`register_dataset`.
@@ -13,11 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ddtoolbox.errors import UsageError
+from ddtoolbox.io import user_cache_dir
 
+from . import cluttered
 from . import info as I
 from .cifar import CIFAR10_DIR, CIFAR100_DIR, is_cifar10_dir, is_cifar100_dir, load_cifar_split
 from .idx import has_idx_files, load_idx_split
+from .imagenet_subsets import SUBSETS, subset_info
 from .locate import DataLocation
+from .prepare import is_prepared_dir, load_prepared
 from .registry import register_dataset
 
 # Where the Debian package dataset-fashion-mnist installs the files. Read at lookup time (see
@@ -97,6 +104,40 @@ def _register_all() -> None:
         ),
         aliases=("cifar-100",),
     )
+
+    # no DataLocation of its own: --data-root (or $DDTOOL_DATA, or the system copy) is where the
+    # Fashion-MNIST files are looked up, exactly as for fashion-mnist
+    register_dataset(cluttered.NAME, cluttered.info(), cluttered.load,
+                     aliases=("cluttered-fmnist", "cluttered_fashion_mnist"))
+    _register_imagenet_subsets()
+
+
+def _register_imagenet_subsets() -> None:
+    def loader(subset):
+        def load(folder, split):
+            return load_prepared(folder, split, subset)
+
+        return load
+
+    def default_dirs(name):
+        def dirs():
+            return (user_cache_dir() / name,)
+
+        return dirs
+
+    for name, subset in SUBSETS.items():
+        aliases = (name.replace("cdd-", "compdd-"),) if name.startswith("cdd-") else ()
+        register_dataset(
+            name, subset_info(subset), loader(subset),
+            location=DataLocation(
+                is_data_dir=is_prepared_dir,
+                folder_names=(name,),
+                default_dirs=default_dirs(name),
+                files_hint=f"holds {name}/train.pt and {name}/test.pt written by 'ddtool data prepare'",
+                install_hint=f"prepare it from ImageNet: ddtool data prepare --imagenet-root IMAGENET --subset {name}",
+            ),
+            aliases=aliases,
+        )
 
 
 _register_all()

@@ -116,7 +116,7 @@ def info() -> DatasetInfo:
     return DatasetInfo(NAME, 1, (CANVAS, CANVAS), 10, MEAN, STD, FASHION_MNIST_CLASSES)
 
 
-def _load(folder, split):
+def load(folder, split):
     from .idx import load_idx_split
     from .registry import find_data_root
 
@@ -125,14 +125,3 @@ def _load(folder, split):
                                     "apt-get install --reinstall dataset-fashion-mnist")
     cluttered = make_cluttered(images, SEED, stream=_SPLIT_STREAM[split])
     return cluttered[:, None], labels
-
-
-def _register() -> None:
-    from .registry import register_dataset
-
-    # no DataLocation of its own: --data-root (or $DDTOOL_DATA, or the system copy) is where the
-    # Fashion-MNIST files are looked up, exactly as for fashion-mnist
-    register_dataset(NAME, info(), _load, aliases=("cluttered-fmnist", "cluttered_fashion_mnist"))
-
-
-_register()

@@ -17,7 +17,8 @@ when the subset is prepared) and the prepared dataset has the nine distinct clas
 with identical images would only teach a network to guess between them.
 
 Every subset is registered as a dataset (``--dataset imagenette``) whose files are the cache that
-``ddtool data prepare`` writes (see :mod:`ddtoolbox.data.prepare`).
+``ddtool data prepare`` writes (see :mod:`ddtoolbox.data.prepare`); :mod:`ddtoolbox.data.builtin`
+registers each subset as a dataset.
 """
 
 from __future__ import annotations
@@ -186,43 +187,3 @@ def class_maps() -> dict[str, tuple[int, ...]]:
 def subset_info(subset: ImageNetSubset) -> DatasetInfo:
     return DatasetInfo(subset.name, 3, (IMAGE_SIZE, IMAGE_SIZE), len(subset.distinct_indices),
                        IMAGENET_MEAN, IMAGENET_STD, subset.class_names)
-
-
-def _register_all() -> None:
-    from .locate import DataLocation
-    from .registry import register_dataset
-
-    def loader(subset):
-        def load(folder, split):
-            from .prepare import load_prepared
-
-            return load_prepared(folder, split, subset)
-
-        return load
-
-    def default_dirs(name):
-        def dirs():
-            from ..io import user_cache_dir
-
-            return (user_cache_dir() / name,)
-
-        return dirs
-
-    from .prepare import is_prepared_dir
-
-    for name, subset in SUBSETS.items():
-        aliases = (name.replace("cdd-", "compdd-"),) if name.startswith("cdd-") else ()
-        register_dataset(
-            name, subset_info(subset), loader(subset),
-            location=DataLocation(
-                is_data_dir=is_prepared_dir,
-                folder_names=(name,),
-                default_dirs=default_dirs(name),
-                files_hint=f"holds {name}/train.pt and {name}/test.pt written by 'ddtool data prepare'",
-                install_hint=f"prepare it from ImageNet: ddtool data prepare --imagenet-root IMAGENET --subset {name}",
-            ),
-            aliases=aliases,
-        )
-
-
-_register_all()

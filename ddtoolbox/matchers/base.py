@@ -77,13 +77,13 @@ class Matcher:
 
     def network(self) -> tuple[str, dict]:
         """``(model name, model options)`` of the networks this run trains: the experts' architecture,
-        or ``--model`` (default ConvNet) with its default options for a matcher without a buffer."""
+        or, for a matcher without a buffer, ``--model`` (default ConvNet) with ``--width`` etc."""
         if self.buffer is not None:
             return self.buffer.meta["model"], dict(self.buffer.meta["model_options"])
         from ..models import canonical_model_name, model_options
 
         name = canonical_model_name(self.config.model or "ConvNet")
-        return name, model_options(name, {})
+        return name, model_options(name, self.config)
 
     def make_model(self) -> torch.nn.Module:
         """A freshly initialised network of :meth:`network`'s architecture, on the run's device."""
