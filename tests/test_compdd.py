@@ -253,3 +253,15 @@ def test_user_errors_are_one_line(squares, probe_weights, tmp_path):
     r = run_cli("compdd", "score", "--dataset", squares, "--model", "CompddProbe", "--weights", tmp_path / "p5.pt",
                 "--device", "cpu", "--quiet", "--out", tmp_path / "o.csv")
     assert r.code == 2 and "does not fit" in r.err
+
+
+def test_stats_with_a_buffer_expert_as_the_model(toy_dataset, toy_buffer, tmp_path):
+    """--buffer: the activation model is an expert's final snapshot (the default G of DAE)."""
+    r = run_cli("compdd", "stats", "--dataset", toy_dataset, "--buffer", toy_buffer, "--expert", "1",
+                "--out", tmp_path / "s.json", "--max-images", "8", "--device", "cpu", "--quiet")
+    assert r.code == 0, r.err
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["images"] == 8 and 0 < stats["mean_activation"] < 1 and "expert 1" in json.dumps(stats)
+    r = run_cli("compdd", "stats", "--dataset", toy_dataset, "--buffer", toy_buffer, "--expert", "5",
+                "--out", tmp_path / "t.json", "--device", "cpu", "--quiet")
+    assert r.code == 2 and "--expert must be in [0, 2)" in r.err

@@ -12,7 +12,6 @@ Three sources, because users hold weights in three forms:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn as nn
 
 from ddtoolbox import gradcam as G
 from ddtoolbox.data import DatasetInfo
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, warn
 
 
 @dataclass
@@ -32,9 +31,6 @@ class CamModel:
     num_outputs: int
     description: str          #: one line for reports and CSV headers
 
-
-def warn(message: str) -> None:
-    print(f"ddtool: warning: {message}", file=sys.stderr)
 
 
 def build(info: DatasetInfo, *, model: str | None, weights=None, buffer=None, expert: int = 0,
@@ -80,8 +76,7 @@ def build(info: DatasetInfo, *, model: str | None, weights=None, buffer=None, ex
 
 
 def _from_buffer(info, path, expert, model, weights):
-    from ddtoolbox.models import load_flat
-    from ddtoolbox.trajectories import Buffer
+    from ddtoolbox.buffer import Buffer
 
     if weights:
         raise UsageError("--weights and --buffer both name the model's weights; give one of them")
@@ -93,7 +88,7 @@ def _from_buffer(info, path, expert, model, weights):
     if buf.meta["dataset"] != info.name:
         warn(f"buffer {path} was trained on {buf.meta['dataset']}, not {info.name}; its maps describe how a "
              f"{buf.meta['dataset']} network sees {info.name}")
-    net = load_flat(buf.make_model(), buf.trajectory(expert)[-1])
+    net = buf.expert_model(expert)
     return net, f"{buf.meta['model']} expert {expert} of {path} (final epoch)"
 
 

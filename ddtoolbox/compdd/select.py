@@ -10,19 +10,15 @@ Ties are broken by wnid (then name) so the same scores always give the same subs
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
 
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, warn
 
 SIZE = 10
 DEFAULT_CATEGORIES = "categories.toml"
 
-
-def _warn(message: str) -> None:
-    print(f"ddtool: warning: {message}", file=sys.stderr)
 
 
 def load_categories(path=None) -> tuple[dict[str, list[str]], str]:
@@ -69,7 +65,7 @@ def load_categories(path=None) -> tuple[dict[str, list[str]], str]:
     return out, where
 
 
-def select(rows: list[dict], categories: dict[str, list[str]], size: int = SIZE, warn=_warn) -> dict:
+def select(rows: list[dict], categories: dict[str, list[str]], size: int = SIZE, warn=warn) -> dict:
     """Easy and hard ``size`` classes of each category, with their scores and the subset means."""
     from ddtoolbox.data.imagenet_subsets import COMPDD, imagenet_wnids, wnid_to_index
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, warn
 from ddtoolbox.io import load_tensors, save_tensors, user_cache_dir, write_json
 
 from .imagefolder import IMAGE_EXTENSIONS
@@ -134,12 +134,12 @@ def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress
 
 
 def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, data_root=None, workers: int = 1,
-                   progress: bool = True, warn=None) -> dict:
+                   progress: bool = True, warn=warn) -> dict:
     """Decode, transform and cache one subset; return the summary written to ``meta.json``."""
     sub = subset if isinstance(subset, ImageNetSubset) else get_subset(subset)
     message = duplicate_warning(sub)
     if message:
-        (warn or _warn)(message)
+        warn(message)
     wnids = [sub.wnids[sub.indices.index(i)] for i in sub.distinct_indices]
     files = list_subset_files(imagenet_root, wnids, sub.name)
     target = output_dir(sub.name, out, data_root)
@@ -156,9 +156,6 @@ def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, dat
     write_json(target / "meta.json", summary)
     return summary
 
-
-def _warn(message: str) -> None:
-    print(f"ddtool: warning: {message}", file=sys.stderr)
 
 
 def load_prepared(folder: Path, split: str, subset: ImageNetSubset) -> tuple[torch.Tensor, torch.Tensor]:
