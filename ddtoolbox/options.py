@@ -255,7 +255,8 @@ def add_arguments(parser, cls, *, skip=(), title: str | None = None) -> None:
     """Add one flag per :func:`option` field of ``cls`` to ``parser``.
 
     Fields with a ``group`` go into argument groups of that title; the others into ``title``'s group
-    (or straight onto ``parser``). Defaults come from the dataclass, so they are stated once.
+    (or straight onto ``parser``). A class's own fields come before those it inherits. Defaults come
+    from the dataclass, so they are stated once.
     """
     groups: dict[str, Any] = {}
 
@@ -266,7 +267,10 @@ def add_arguments(parser, cls, *, skip=(), title: str | None = None) -> None:
             groups[name] = parser.add_argument_group(name)
         return groups[name]
 
-    for f, info in option_fields(cls):
+    def declared_in(pair) -> int:   # a class's own options first, then its bases' (common options last)
+        return next(i for i, c in enumerate(cls.__mro__) if pair[0].name in c.__dict__.get("__annotations__", {}))
+
+    for f, info in sorted(option_fields(cls), key=declared_in):
         if f.name in skip:
             continue
         where = target(info.group or title)
