@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .options import (Settings, non_negative_float, non_negative_int, option, positive_float, positive_int)
+from .options import (Settings, learning_rate, non_negative_int, option, positive_float, positive_int)
 from .unroll import UNROLL_MODES
 
 #: the evaluation protocols ``ddtool eval --protocol`` accepts, with what each trains on
@@ -86,6 +86,9 @@ class BufferConfig(NetworkSettings, CommonSettings):
 
 
 DISTILL = "distillation (defaults: MTT's published settings)"
+RESUME = "checkpoints, resume and divergence"
+#: settings that may differ when a run is resumed: how it runs, not what it computes
+RUNTIME_FIELDS = ("quiet", "threads", "data_root", "checkpoint_every", "checkpoint_minutes", "resume", "overwrite")
 EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)"
 
 
@@ -108,11 +111,11 @@ class DistillConfig(NetworkSettings, CommonSettings):
     min_start_epoch: int = option(0, "lowest start epoch (default 0)", type=non_negative_int, group=DISTILL)
     max_start_epoch: int = option(25, "start epochs are drawn below this (default 25)", type=positive_int,
                                   group=DISTILL)
-    lr_img: float = option(1000.0, "image learning rate (default 1000)", type=non_negative_float, group=DISTILL)
-    lr_lr: float = option(1e-5, "learning rate of the learned student lr (default 1e-5)", type=non_negative_float,
+    lr_img: float = option(1000.0, "image learning rate (default 1000)", type=learning_rate, group=DISTILL)
+    lr_lr: float = option(1e-5, "learning rate of the learned student lr (default 1e-5)", type=learning_rate,
                           group=DISTILL)
     lr_y: float = option(2.0, "label learning rate, for matchers with learned labels (default 2)",
-                         type=non_negative_float, group=DISTILL)
+                         type=learning_rate, group=DISTILL)
     lr_teacher: float | None = option(None, "initial student lr (default: the experts' lr)", type=positive_float,
                                       group=DISTILL)
     batch_syn: int | None = option(None, "synthetic images per student step (default all)", type=positive_int,
@@ -131,6 +134,18 @@ class DistillConfig(NetworkSettings, CommonSettings):
     eval_epochs: int = option(1000, "training epochs per network (default 1000)", type=positive_int,
                               group=EVAL_PROTOCOL)
     eval_batch: int = option(256, "training batch (default 256)", type=positive_int, group=EVAL_PROTOCOL)
+    checkpoint_every: int = option(100, "write OUT/checkpoint.pt every N iterations (and at least every "
+                                        "--checkpoint-minutes; 0: only when stopped by a signal or divergence)",
+                                   type=non_negative_int, metavar="N", group=RESUME)
+    checkpoint_minutes: float = option(10.0, "write a checkpoint at least this often, in minutes (default 10)",
+                                       type=positive_float, metavar="MIN", group=RESUME)
+    resume: bool = option(False, "continue the run in --out from its checkpoint.pt; its settings come from the "
+                                 "checkpoint (a flag that contradicts them is refused)", group=RESUME)
+    overwrite: bool = option(False, "replace a finished result in --out (default: refuse)", group=RESUME)
+    on_divergence: str = option("stop", "when an update makes the loss, images, lr or labels non-finite or the "
+                                        "pixels leave a sane range: stop (exit 3, the last good state kept as the "
+                                        "checkpoint) or skip (drop that update, count it in metrics.json)",
+                                choices=("stop", "skip"), group=RESUME)
 
     def check(self) -> None:
         if not self.min_start_epoch < self.max_start_epoch:

@@ -11,30 +11,27 @@ Usable from Python without the command line::
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import DSA
 from .buffer import Buffer
-from .config import DistillConfig
+from .checkpoint import checkpoint_path, load_checkpoint
+from .config import RUNTIME_FIELDS, DistillConfig
 from .data import load_dataset
-from .errors import PluginError, UsageError, forget_warnings, warn
+from .errors import Diverged, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
-from .losses import combine_weights, matching_loss
+from .loop import Loop
 from .matchers import Matcher, MatcherContext
 from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
+from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
 from .runtime import configure_backends, resolve_device, seed_everything
 from .viz import save_image_grid
-
-#: smallest learned student lr; MTT's lr is a free parameter and can otherwise go negative and diverge
-MIN_SYN_LR = 1e-8
 
 
 @dataclass(eq=False)
@@ -99,10 +96,18 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     :param options: plugin options by field name, e.g. ``{"cpd_alpha": 0.25}``.
     :param manager: the plugin manager (default: a new one over the installed plugins).
     :param progress: show a progress bar (default: ``not config.quiet``).
+
+    With ``config.resume`` the run in ``config.out`` continues from its checkpoint; ``config``,
+    ``plugins`` and ``options`` must then be the checkpoint's (:func:`resume_settings` gives them).
     """
     forget_warnings()
     pm = manager or PluginManager()
     progress = (not config.quiet) if progress is None else progress
+    out = Path(config.out)
+    checkpoint = None
+    if config.resume:
+        checkpoint = load_checkpoint(checkpoint_path(out))
+        check_same_run(config, plugins, options or {}, checkpoint)
     active = pm.activate(plugins)      # module-path plugins may register the matcher
     matcher_entry = pm.matcher(config.matcher)
     if matcher_entry.plugin not in active:
@@ -119,34 +124,93 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         given = {k: getattr(config, k) for k in NETWORK_FIELDS if getattr(config, k) is not None}
         buffer.check_compatible(config.dataset, config.model and canonical_model_name(config.model), given,
                                 needed_epochs=config.max_start_epoch + config.expert_epochs)
-    augment = None if config.no_dsa else DSA()
-    ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
-                         buffer=buffer, device=device, augment=augment)
-    call = pm.call_user
-    matcher = call(matcher_entry.plugin, f"matcher {config.matcher}", matcher_cls, ctx)
-    images, labels = call(matcher_entry.plugin, "initial_images", matcher.initial_images, config.ipc, generator)
-    images = images.to(device).detach().clone().requires_grad_(True)
-    labels = labels.to(device)
-    targets = call(matcher_entry.plugin, "initial_targets", matcher.initial_targets, images.detach(), labels)
-    if matcher.learn_targets:
-        targets = targets.detach().clone().requires_grad_(True)
-    first_lr = config.lr_teacher or (buffer.meta["lr"] if buffer is not None else 0.01)
-    syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
-    run = Run(config=config, out_dir=Path(config.out), device=device, info=train_set.info, train_set=train_set,
-              buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
-              syn_lr=syn_lr, plugins=active, options=plugin_options)
-    hooks = pm.run_hooks(active)
-    failure = None
-    try:
-        call(matcher_entry.plugin, "start", matcher.start, run)
-        hooks.on_run_start(run)
-        _iterate(run, hooks, pm, matcher_entry.plugin, progress)
-    except BaseException as exc:
-        failure = exc
-        raise
-    finally:
-        _end(run, hooks, failure)
+    prepare_output(config, train_set.info)
+    with OutputLock(out):
+        if checkpoint is None:
+            checkpoint_path(out).unlink(missing_ok=True)    # a fresh start never resumes an older run
+        augment = None if config.no_dsa else DSA()
+        ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
+                             buffer=buffer, device=device, augment=augment)
+        call = pm.call_user
+        matcher = call(matcher_entry.plugin, f"matcher {config.matcher}", matcher_cls, ctx)
+        if checkpoint is None:
+            images, labels = call(matcher_entry.plugin, "initial_images", matcher.initial_images, config.ipc, generator)
+            labels = labels.to(device)
+            targets = call(matcher_entry.plugin, "initial_targets", matcher.initial_targets,
+                           images.to(device).detach(), labels)
+            first_lr = config.lr_teacher or (buffer.meta["lr"] if buffer is not None else 0.01)
+        else:
+            images, targets, first_lr = checkpoint["images"], checkpoint["targets"], checkpoint["syn_lr"].item()
+            labels = checkpoint["labels"].to(device)
+        images = images.to(device).detach().clone().requires_grad_(True)
+        targets = targets.to(device).detach().clone()
+        if matcher.learn_targets:
+            targets.requires_grad_(True)
+        syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
+        run = Run(config=config, out_dir=out, device=device, info=train_set.info, train_set=train_set,
+                  buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
+                  syn_lr=syn_lr, plugins=active, options=plugin_options)
+        hooks = pm.run_hooks(active)
+        failure = None
+        try:
+            call(matcher_entry.plugin, "start", matcher.start, run)
+            hooks.on_run_start(run)
+            evaluate = progress_evaluator(run, progress) if config.eval_every else None
+            seconds = Loop(run, hooks, pm, matcher_entry.plugin, progress, checkpoint, evaluate).run_all()
+            save_run(run, seconds)
+            checkpoint_path(out).unlink(missing_ok=True)    # the result is published: nothing to resume
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            _end(run, hooks, failure)
     return run
+
+
+def prepare_output(config: DistillConfig, info) -> None:
+    """Before any compute: the folder is writable, has room, and holds nothing this run would silently replace."""
+    out = Path(config.out)
+    per_set = config.ipc * info.num_classes * info.channels * info.image_size[0] * info.image_size[1] * 4
+    check_writable(out, need_bytes=8 * per_set + (4 << 20), what="output folder")
+    if config.resume:
+        return
+    if (out / "synthetic.pt").exists() and not config.overwrite:
+        raise UsageError(f"{out} already holds a distilled set (synthetic.pt); pass --overwrite to replace it, "
+                         f"or choose another --out")
+    if checkpoint_path(out).exists() and not config.overwrite:
+        raise UsageError(f"{out} holds an unfinished run (checkpoint.pt); continue it with 'ddtool distill --resume "
+                         f"--out {out}', or pass --overwrite to start afresh")
+
+
+def resume_settings(out) -> tuple[DistillConfig, list, dict]:
+    """The settings, plugins and plugin options of the run whose checkpoint is in ``out``."""
+    ckpt = load_checkpoint(checkpoint_path(out))
+    values = {**ckpt["config"], "out": str(out), "resume": True}
+    config = DistillConfig.from_values(values, "checkpoint")
+    plugins = [p for p in ckpt["plugins"] if p != ckpt["config"].get("matcher")]
+    options = {k: v for opts in ckpt["options"].values() for k, v in opts.items()}
+    return config, plugins, options
+
+
+def check_same_run(config: DistillConfig, plugins, options: dict, ckpt: dict) -> None:
+    """A resumed run must be the checkpoint's run: only how it runs may change, never what it computes."""
+    saved = ckpt["config"]
+    now = config.as_dict()
+    changed = [k for k, v in now.items() if k not in RUNTIME_FIELDS and k != "out" and saved.get(k) != v]
+    if changed:
+        k = changed[0]
+        raise UsageError(f"--{k.replace('_', '-')} {now[k]} contradicts the run in {config.out} "
+                         f"({saved.get(k)}); drop it to resume, or start a new run in another --out")
+    saved_plugins = [p for p in ckpt["plugins"] if p != saved.get("matcher")]
+    if list(plugins) != saved_plugins:
+        raise UsageError(f"the run in {config.out} has plugins {saved_plugins or 'none'}, not {list(plugins) or 'none'}; "
+                         f"resume it without --plugin")
+    saved_options = {k: v for opts in ckpt["options"].values() for k, v in opts.items()}
+    different = sorted(k for k, v in options.items() if k in saved_options and saved_options[k] != v)
+    if different:
+        k = different[0]
+        raise UsageError(f"--{k.replace('_', '-')} {options[k]} contradicts the run in {config.out} "
+                         f"({saved_options[k]}); drop it to resume")
 
 
 def open_buffer(config: DistillConfig, matcher_cls) -> Buffer | None:
@@ -159,53 +223,6 @@ def open_buffer(config: DistillConfig, matcher_cls) -> Buffer | None:
     if config.buffer is not None:
         warn(f"--matcher {config.matcher} does not use expert trajectories; ignoring --buffer {config.buffer}")
     return None
-
-
-def _iterate(run: Run, hooks, pm: PluginManager, matcher_plugin: str, progress: bool) -> None:
-    config, matcher, images, targets, syn_lr = run.config, run.matcher, run.images, run.targets, run.syn_lr
-    opt_img = torch.optim.SGD([images], lr=config.lr_img, momentum=0.5)
-    opt_lr = torch.optim.SGD([syn_lr], lr=config.lr_lr, momentum=0.5)
-    opt_y = torch.optim.SGD([targets], lr=config.lr_y, momentum=0.9) if matcher.learn_targets else None
-    optimisers = [o for o in (opt_img, opt_lr, opt_y) if o is not None]
-    evaluate = progress_evaluator(run, progress) if config.eval_every else None
-    start = time.time()
-    bar = tqdm(range(config.iterations), desc=f"distill {config.matcher}", unit="it", disable=not progress)
-    for it in bar:
-        run.iteration = it
-        run.segment = {}
-        run.log()
-        num, den = pm.call_user(matcher_plugin, "loss_terms", matcher.loss_terms, run)
-        results = hooks.results("on_loss_vector", run, num=num, den=den)
-        weights = combine_weights(results, num)
-        if weights is not None and not (weights * den).sum() > 0:
-            who = ", ".join(name for name, w in results if w is not None)
-            raise PluginError(f"the loss weights of plugin(s) {who} keep no element with a non-zero denominator",
-                              who, "on_loss_vector")
-        loss = matching_loss(num, den, weights)
-        if not torch.isfinite(loss):
-            raise UsageError(f"the matching loss became {loss.item()} at iteration {it}; lower --lr-img or --lr-lr "
-                             f"(now {config.lr_img}, {config.lr_lr})")
-        for opt in optimisers:
-            opt.zero_grad(set_to_none=False)
-        loss.backward()
-        run.loss = loss.item()
-        hooks.on_pixel_grad(run, grad=images.grad, images=images.detach())
-        skipped = bool(matcher.skip_update(run.loss))
-        if not skipped:
-            for opt in optimisers:
-                opt.step()
-            with torch.no_grad():
-                syn_lr.clamp_(min=MIN_SYN_LR)
-        del num, den, loss
-        run.log(loss=run.loss, syn_lr=syn_lr.item(), skipped=skipped, **run.segment)
-        if evaluate is not None and ((it + 1) % config.eval_every == 0 or it == config.iterations - 1):
-            result = evaluate(run)
-            run.log(**{f"eval_{k}": v for k, v in result.items()})
-            bar.write(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
-        hooks.on_iteration(run, record=run.record)
-        bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{syn_lr.item():.4g}")
-    bar.close()
-    save_run(run, time.time() - start)
 
 
 def _end(run: Run, hooks, failure: BaseException | None) -> None:
@@ -259,6 +276,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
+            "published": True,     # a reader checks the folder's manifest (ddtoolbox.outputs)
         },
     }
     if run.matcher.learn_targets:
@@ -268,13 +286,21 @@ def synthetic_record(run: Run, seconds: float) -> dict:
 
 
 def save_run(run: Run, seconds: float) -> None:
-    out = run.out_dir
+    """Publish ``synthetic.pt``, ``synthetic.png`` and ``metrics.json`` as one set (see :mod:`ddtoolbox.outputs`)."""
     record = synthetic_record(run, seconds)
-    save_tensors(out / "synthetic.pt", record)
-    save_image_grid(out / "synthetic.png", record["images"], record["labels"], run.info)
-    write_json(out / "metrics.json", {
+    for name in ("images", "lr", "targets"):
+        value = record.get(name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
+    metrics = {
         "meta": record["meta"], "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
+        "divergent_updates_skipped": sum(1 for h in run.history if "diverged" in h),
         "history": run.history,
-    })
+    }
+    publish(run.out_dir, {
+        "synthetic.pt": lambda path: save_tensors(path, record),
+        "synthetic.png": lambda path: save_image_grid(path, record["images"], record["labels"], run.info),
+        "metrics.json": lambda path: write_json(path, metrics),
+    }, what=f"distill {run.config.matcher}")

@@ -34,6 +34,30 @@ class PluginError(UsageError):
         self.hook = hook
 
 
+class Stopped(Exception):
+    """A run stopped before its end in a way that is not a mistake in the input.
+
+    ``exit_code`` is what ``ddtool`` exits with; the message (one line) says what happened and
+    how to go on.
+    """
+
+    exit_code = 1
+
+
+class Interrupted(Stopped):
+    """SIGINT or SIGTERM: the current iteration was finished and a checkpoint written (exit 130 / 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class Diverged(Stopped):
+    """An update made the run's numbers non-finite or absurd; the last good state is the checkpoint (exit 3)."""
+
+    exit_code = 3
+
+
 def debugging() -> bool:
     """Whether ``DDTOOL_DEBUG`` asks for full tracebacks."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -197,22 +197,73 @@ def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: 
     return summarise(accs)
 
 
-def load_synthetic(path) -> dict:
-    """Load and check a ``synthetic.pt`` written by ``ddtool distill``."""
-    from .io import load_tensors
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+SYNTHETIC_META = {
+    "dataset": str, "model": str, "model_options": dict, "matcher": str,
+    "ipc": (_positive_int, "a positive integer"),
+}
+
+
+def load_synthetic(path, info=None) -> dict:
+    """Load and check a ``synthetic.pt`` written by ``ddtool distill``.
+
+    With ``info`` (the dataset's :class:`DatasetInfo`) the images and labels must also fit it.
+    """
+    from .io import check_fields, load_tensors
 
     fix = "point --synthetic at a synthetic.pt written by 'ddtool distill'"
     record = load_tensors(path, "synthetic set", fix)
-    missing = [k for k in ("images", "labels", "lr", "meta") if k not in record]
-    if missing:
-        raise UsageError(f"synthetic set {path} lacks {', '.join(missing)}; {fix}")
-    images, labels = record["images"], record["labels"]
-    if not (isinstance(images, torch.Tensor) and images.dim() == 4 and isinstance(labels, torch.Tensor)
-            and labels.shape == images.shape[:1]):
-        raise UsageError(f"synthetic set {path} has malformed images or labels; {fix}")
+    where = f"synthetic set {path}"
+    check_fields(record, {
+        "images": (lambda t: isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point(),
+                   "a float tensor (N, C, H, W)"),
+        "labels": (lambda t: isinstance(t, torch.Tensor) and t.dim() == 1 and t.dtype == torch.long,
+                   "a 1-D int64 tensor"),
+        "lr": (lambda t: isinstance(t, torch.Tensor) and t.numel() == 1 and t.is_floating_point(), "one number"),
+        "meta": dict,
+    }, where, fix)
+    check_fields(record["meta"], SYNTHETIC_META, f"{where}'s metadata", fix)
+    images, labels, lr = record["images"], record["labels"], record["lr"]
+    if len(images) == 0 or len(labels) != len(images):
+        raise UsageError(f"{where} holds {len(images)} images and {len(labels)} labels; {fix}")
     if not torch.isfinite(images).all():
-        raise UsageError(f"synthetic set {path} contains NaN or infinite pixels; re-run the distillation with a lower --lr-img")
+        raise UsageError(f"{where} contains NaN or infinite pixels; re-run the distillation with a lower --lr-img")
+    if not (torch.isfinite(lr).all() and lr.item() > 0):
+        raise UsageError(f"{where} has the learning rate {lr.item()}, not a positive number; pass --lr or re-run "
+                         f"the distillation")
+    targets = record.get("targets")
+    if targets is not None:
+        if not (isinstance(targets, torch.Tensor) and targets.dim() == 2 and len(targets) == len(images)
+                and targets.is_floating_point()):
+            raise UsageError(f"{where} has soft labels that are not a float (N, classes) tensor; {fix}")
+        if not torch.isfinite(targets).all():
+            raise UsageError(f"{where} has soft labels that are not finite (NaN or inf); re-run the distillation "
+                             f"with a lower --lr-y")
+    if info is not None:
+        check_fits(record, info, where)
+    if record["meta"].get("published"):
+        from .outputs import check_published
+
+        check_published(path, "re-run the distillation (or wait for the one writing it)")
     return record
+
+
+def check_fits(record: dict, info, where: str) -> None:
+    """The set's images and labels must be the dataset's shape and classes."""
+    images, labels = record["images"], record["labels"]
+    shape = (info.channels, *info.image_size)
+    if tuple(images.shape[1:]) != shape:
+        raise UsageError(f"{where} holds {tuple(images.shape[1:])} images but {info.name} has {shape}; "
+                         f"evaluate it on the dataset it was distilled from")
+    if labels.min().item() < 0 or labels.max().item() >= info.num_classes:
+        raise UsageError(f"{where} has labels outside 0..{info.num_classes - 1} of {info.name}")
+    targets = record.get("targets")
+    if targets is not None and targets.shape[1] != info.num_classes:
+        raise UsageError(f"{where} has soft labels over {targets.shape[1]} classes, not {info.name}'s "
+                         f"{info.num_classes}")
 
 
 def format_result(result: dict) -> str:
@@ -253,6 +304,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         if test_set.info.name != meta["dataset"]:
             raise UsageError(f"{settings.synthetic} was distilled from '{meta['dataset']}', not "
                              f"'{settings.dataset}'; drop --dataset")
+        check_fits(record, test_set.info, f"synthetic set {settings.synthetic}")
         models = models or [meta["model"]]
         has_learned = "targets" in record
         lr = settings.lr or float(record["lr"])

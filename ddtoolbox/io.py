@@ -100,3 +100,35 @@ def _json_default(value):
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+#: a field's expected kind for :func:`check_fields`: a type, a tuple of types, or ``(check, "what it must be")``
+def check_fields(obj, fields: dict, what: str, fix: str) -> None:
+    """Refuse metadata whose fields are missing or of the wrong kind, in one line naming the first.
+
+    Files ddtool reads may be hand-edited or written by another version; a wrong type must be a
+    clear error, not a traceback deep in the code that uses the value.
+    """
+    if not isinstance(obj, dict):
+        raise UsageError(f"{what} is not a mapping of fields (got {type(obj).__name__}); {fix}")
+    for name, kind in fields.items():
+        if name not in obj:
+            raise UsageError(f"{what} lacks the field '{name}'; {fix}")
+        value = obj[name]
+        if isinstance(kind, tuple) and len(kind) == 2 and callable(kind[0]) and isinstance(kind[1], str):
+            check, described = kind
+            ok = _safely(check, value)
+        else:
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+            described = " or ".join(k.__name__ for k in kinds)
+        if not ok:
+            shown = repr(value) if not hasattr(value, "shape") else f"a tensor of shape {tuple(value.shape)}"
+            raise UsageError(f"{what} has '{name}' = {shown[:60]}, which is not {described}; {fix}")
+
+
+def _safely(check, value) -> bool:
+    try:
+        return bool(check(value))
+    except Exception:
+        return False

@@ -69,6 +69,18 @@ def non_negative_float(value) -> float:
     return v
 
 
+#: learning rates at or above this cannot be applied to float32 tensors
+LR_LIMIT = 1e30
+
+
+def learning_rate(value) -> float:
+    """A learning rate: non-negative and small enough to multiply float32 gradients with."""
+    v = non_negative_float(value)
+    if not v < LR_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below {LR_LIMIT:g} (float32 tensors overflow), got {value}")
+    return v
+
+
 def finite_float(value) -> float:
     v = _number(value, float)
     if not math.isfinite(v):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import signal
+import threading
 
 import numpy as np
 import torch
@@ -50,3 +52,30 @@ def configure_backends(device: torch.device, tf32: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+class StopSignals:
+    """``with StopSignals() as stop:`` SIGINT and SIGTERM set ``stop.signum`` instead of killing the
+    process, so a long loop can finish its step, save and exit cleanly. A second SIGINT raises
+    KeyboardInterrupt at once (the user means it). Outside the main thread it does nothing.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False

@@ -67,7 +67,7 @@ def test_distill_outputs_and_same_seed_same_result(ddtool, toy_dataset, toy_buff
 
 def test_learned_lr_stays_positive(ddtool, toy_dataset, toy_buffer, tmp_path, monkeypatch):
     """A step that would drive the student lr negative leaves it at a small positive floor."""
-    from ddtoolbox.distillation import MIN_SYN_LR
+    from ddtoolbox.loop import MIN_SYN_LR
 
     (tmp_path / "push_lr_plugin.py").write_text(
         "from ddtoolbox import hookimpl\n"

@@ -2,8 +2,9 @@
 
 Every subcommand is registered through the ``register_commands`` hook, ddtool's own (the modules
 under :mod:`ddtoolbox.cli.commands`) exactly like a plugin's, so nothing outside this package
-imports it. Exit status: 0 done, 2 a usage or input error (one line on stderr), 1 an internal
-error, 130 interrupted. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
+imports it. Exit status: 0 done; 2 a usage or input error (one line on stderr); 3 a run diverged (its last good
+state kept as the checkpoint); 130 / 143 interrupted by SIGINT / SIGTERM after writing a checkpoint
+(``--resume`` continues); 1 an internal error. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import os
 import sys
 
-from ..errors import UsageError, debugging, forget_warnings
+from ..errors import Stopped, UsageError, debugging, forget_warnings
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
 from .parsing import apply_preset, build_parser, cpu_threads
@@ -27,6 +28,18 @@ def _pre_parse(argv):
     known, _ = pre.parse_known_args(argv)
     active, blocked = split_plugin_args(known.plugins)
     return known.command, known.preset, active, blocked
+
+
+def given_options(parser, argv) -> set[str]:
+    """The option destinations the command line names explicitly (not defaults, not a preset's)."""
+    if parser is None:
+        return set()
+    given = set()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if any(tok == flag or tok.startswith(flag + "=") for tok in argv):
+                given.add(action.dest)
+    return given
 
 
 def manager(blocked=()) -> PluginManager:
@@ -49,6 +62,7 @@ def main(argv=None) -> int:
             parser.print_help()
             return 2
         args.plugins = active
+        args.given = given_options(parser.commands.get(command), argv)
         with cpu_threads(getattr(args, "threads", None)):
             args.func(args, pm)
         return 0
@@ -57,6 +71,9 @@ def main(argv=None) -> int:
             raise
         print(f"ddtool: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"ddtool: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("ddtool: interrupted", file=sys.stderr)
         return 130

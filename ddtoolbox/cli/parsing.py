@@ -20,7 +20,15 @@ ORDER = ("demo", "buffer", "distill", "eval", "train-full", "bench-speed", "benc
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line, like every other ddtool error."""
+    """argparse that reports a bad command line in one line, like every other ddtool error.
+
+    Abbreviated options are not accepted: a flag means exactly what it spells, which is what
+    ``--resume`` needs to tell a given flag from a default.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{message} (see '{self.prog} --help')")

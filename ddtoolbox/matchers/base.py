@@ -9,10 +9,12 @@ calls, in order::
     images, labels = m.initial_images(ipc, generator)
     targets = m.initial_targets(images, labels)
     m.start(run)                              # once; run.images etc. exist now
+    m.load_state_dict(state)                  # only when resuming from a checkpoint
     for each iteration:
         num, den = m.loss_terms(run)          # 1-D, differentiable in run.images (and targets, syn_lr)
         ... plugins, backward ...
         if not m.skip_update(loss): optimiser steps
+        m.state_dict()                        # at each checkpoint
     m.extra_state()                           # extra tensors for synthetic.pt
 
 Subclass :class:`Matcher` for a method that needs no expert trajectories (set
@@ -112,6 +114,14 @@ class Matcher:
     def skip_update(self, loss: float) -> bool:
         """Whether to skip this iteration's optimiser steps (DATM's loss threshold)."""
         return False
+
+    def state_dict(self) -> dict:
+        """What the matcher keeps between iterations, for checkpoints: tensors and plain values only
+        (what ``torch.load(weights_only=True)`` reads back). Stateless matchers keep nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back :meth:`state_dict`'s values on resume (called after :meth:`start`)."""
 
     def extra_state(self) -> dict:
         """Tensors or plain values to save in ``synthetic.pt`` beside the images (e.g. FTD's EMA)."""

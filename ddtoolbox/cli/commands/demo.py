@@ -65,7 +65,7 @@ def run_demo(args, pm) -> dict:
     commands = {
         "buffer": ["buffer", "--dataset", "fashion-mnist", "--out", str(buffer_dir), "--resume", *cfg["buffer"], *common],
         "distill": ["distill", "--dataset", "fashion-mnist", "--buffer", str(buffer_dir), "--out", str(distill_dir),
-                    "--matcher", "mtt", *cfg["distill"], *common],
+                    "--matcher", "mtt", "--overwrite", *cfg["distill"], *common],
         "eval_distilled": ["eval", "--synthetic", str(distill_dir / "synthetic.pt"), *cfg["eval"],
                            "--json", str(out / "eval_distilled.json"), *common],
         "eval_random": ["eval", "--random-ipc", str(cfg["ipc"]), "--dataset", "fashion-mnist", "--width",

@@ -19,8 +19,11 @@ def run(args, pm) -> None:
     from ...distillation import distill
     from ...evaluate import format_result
 
-    config = DistillConfig.from_namespace(args)
-    run = distill(config, plugins=args.plugins, options=plugin_values(args, pm, "distill"), manager=pm)
+    if args.resume:
+        config, plugins, options = resume_settings(args, pm)
+    else:
+        config, plugins, options = DistillConfig.from_namespace(args), args.plugins, plugin_values(args, pm, "distill")
+    run = distill(config, plugins=plugins, options=options, manager=pm)
     extra = [p for p in run.plugins if p != run.config.matcher]
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
           f"{' + ' + ', '.join(extra) if extra else ''}; "
@@ -30,6 +33,33 @@ def run(args, pm) -> None:
         print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
               f"{format_result({'mean': evals[-1]['eval_mean'], 'std': evals[-1]['eval_std']})}")
     print(f"files: {Path(config.out) / 'synthetic.pt'}, synthetic.png, metrics.json")
+
+
+def resume_settings(args, pm):
+    """``--resume``: the checkpoint's settings, with the flags given now checked against them."""
+    from ...config import RUNTIME_FIELDS
+    from ...distillation import resume_settings as saved
+    from ...errors import UsageError
+
+    if args.preset:
+        raise UsageError("--resume takes the run's settings from its checkpoint; drop --preset")
+    config, plugins, options = saved(args.out)
+    given = getattr(args, "given", set())
+    changes = {}
+    for name in given & set(config.as_dict()):
+        now, before = getattr(args, name), getattr(config, name)
+        if name in RUNTIME_FIELDS:
+            changes[name] = now
+        elif now != before and name != "out":
+            raise UsageError(f"--{name.replace('_', '-')} {now} contradicts the run in {args.out} ({before}); "
+                             f"drop it to resume, or start a new run in another --out")
+    for name in given & set(options):
+        if getattr(args, name) != options[name]:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {args.out} "
+                             f"({options[name]}); drop it to resume")
+    if "plugins" in given and [p for p in args.plugins if p != config.matcher] != plugins:
+        raise UsageError(f"the run in {args.out} has plugins {plugins or 'none'}; resume it without --plugin")
+    return config.replace(**changes), plugins, options
 
 
 @hookimpl

@@ -96,6 +96,6 @@ def on_run_end(run, exception):
         record.pop(key, None)
     record["images"] = matcher.ema.value.detach().cpu().clone()
     record["meta"] = {**record["meta"], "variant": "ema", "ema_decay": matcher.ema.decay,
-                      "ema_steps": matcher.ema.steps, "raw_images": "synthetic.pt"}
+                      "ema_steps": matcher.ema.steps, "raw_images": "synthetic.pt", "published": False}
     save_tensors(run.out_dir / EMA_FILE, record)
     save_image_grid(run.out_dir / "synthetic_ema.png", record["images"], record["labels"], run.info)

@@ -81,6 +81,18 @@ class FTD(MTT):
         if not self.last_skipped:
             self.ema.update(images)
 
+    def state_dict(self) -> dict:
+        if self.ema is None:
+            return {}
+        return {"ema": self.ema.value.detach().cpu().clone(), "ema_steps": self.ema.steps,
+                "last_skipped": self.last_skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "ema" in state:
+            self.ema.value.copy_(state["ema"])
+            self.ema.steps = int(state["ema_steps"])
+            self.last_skipped = bool(state["last_skipped"])
+
     def extra_state(self) -> dict:
         if self.ema is None:
             return {}

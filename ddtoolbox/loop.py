@@ -1,0 +1,223 @@
+"""The iterations of a distillation run, with their guards: checkpoints, signals and divergence.
+
+One iteration: the matcher's loss terms -> ``on_loss_vector`` -> Eq. 1 -> backward ->
+``on_pixel_grad`` -> optimiser steps (unless the matcher skips them) -> divergence check ->
+``on_iteration``. Around the iterations:
+
+* **Checkpoints** every ``--checkpoint-every`` iterations and at least every
+  ``--checkpoint-minutes`` (:mod:`ddtoolbox.checkpoint`), so a killed run loses little and resumes
+  bit-identically.
+* **Signals.** SIGINT and SIGTERM finish the current iteration, write a checkpoint and stop with
+  :class:`ddtoolbox.errors.Interrupted` (exit 130 / 143), naming the command that resumes.
+* **Divergence.** After every update the images, the learned lr and the labels must be finite and
+  the pixels within :data:`PIXEL_LIMIT`; a non-finite loss counts too. ``--on-divergence stop``
+  undoes the update and stops with :class:`ddtoolbox.errors.Diverged` (exit 3) without writing a
+  result; ``skip`` undoes it, counts it and goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import signal
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import checkpoint_path, save_checkpoint, set_rng_state
+from .errors import Diverged, Interrupted, PluginError, warn
+from .losses import combine_weights, matching_loss
+from .runtime import StopSignals
+
+#: smallest learned student lr; MTT's lr is a free parameter and can otherwise go negative and diverge
+MIN_SYN_LR = 1e-8
+#: normalised pixel values beyond this count as divergence (real images lie within about +-3)
+PIXEL_LIMIT = 1e3
+#: iterations the learned lr may sit at its floor before the run warns that the student stopped learning
+FLOOR_PATIENCE = 50
+
+
+class Loop:
+    """Runs a prepared :class:`ddtoolbox.Run` from its first (or checkpointed) iteration to its last."""
+
+    def __init__(self, run, hooks, manager, matcher_plugin: str, progress: bool, checkpoint: dict | None = None,
+                 evaluate=None):
+        self.run, self.hooks, self.pm, self.matcher_plugin = run, hooks, manager, matcher_plugin
+        self.progress, self.evaluate = progress, evaluate
+        c = run.config
+        self.optimisers = {"images": torch.optim.SGD([run.images], lr=c.lr_img, momentum=0.5),
+                           "lr": torch.optim.SGD([run.syn_lr], lr=c.lr_lr, momentum=0.5)}
+        if run.matcher.learn_targets:
+            self.optimisers["targets"] = torch.optim.SGD([run.targets], lr=c.lr_y, momentum=0.9)
+        self.first, self.seconds_before = 0, 0.0
+        self.at_floor = 0
+        if checkpoint is not None:
+            self.restore(checkpoint)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from ``ckpt``: called after the matcher and plugins started, so the random
+        generators are set last and the next iteration draws what it would have drawn."""
+        run = self.run
+        for name, opt in self.optimisers.items():
+            opt.load_state_dict(ckpt["optimisers"][name])
+        self.pm.call_user(self.matcher_plugin, "load_state_dict", run.matcher.load_state_dict, ckpt["matcher"])
+        for plugin, state in ckpt["plugin_state"].items():
+            mine = run.state.setdefault(plugin, {})
+            mine.clear()
+            mine.update(state)
+        run.history[:] = ckpt["history"]
+        run.record = run.history[-1] if run.history else None
+        self.first = ckpt["iteration"] + 1
+        self.seconds_before = ckpt["seconds"]
+        set_rng_state(ckpt["rng"])
+
+    def save(self, iteration: int, seconds: float) -> None:
+        run = self.run
+        for plugin, state in run.state.items():
+            check_saveable(plugin, state)
+        options = {p: dataclasses.asdict(o) for p, o in run.options.items() if dataclasses.is_dataclass(o)}
+        save_checkpoint(checkpoint_path(run.out_dir), iteration=iteration, config=run.config.as_dict(),
+                        plugins=run.plugins, options=options, images=run.images, labels=run.labels,
+                        targets=run.targets, syn_lr=run.syn_lr, optimisers=self.optimisers,
+                        matcher_state=run.matcher.state_dict(), plugin_state=run.state, history=run.history,
+                        seconds=seconds)
+
+    # ------------------------------------------------------------------ the iterations
+
+    def run_all(self) -> float:
+        """Every remaining iteration; returns the run's seconds (across resumes)."""
+        run, c = self.run, self.run.config
+        started = last_save = time.time()
+        bar = tqdm(range(self.first, c.iterations), initial=self.first, total=c.iterations,
+                   desc=f"distill {c.matcher}", unit="it", disable=not self.progress)
+        with StopSignals() as stop:
+            for it in bar:
+                self.step(it)
+                if self.evaluate is not None and ((it + 1) % c.eval_every == 0 or it == c.iterations - 1):
+                    result = self.evaluate(run)
+                    run.log(**{f"eval_{k}": v for k, v in result.items()})
+                    bar.write(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
+                self.hooks.on_iteration(run, record=run.record)
+                bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
+                seconds = self.seconds_before + time.time() - started
+                if stop.signum is not None:
+                    self.save(it, seconds)
+                    name = signal.Signals(stop.signum).name
+                    raise Interrupted(f"{name} after iteration {it + 1} of {c.iterations}; checkpoint written; "
+                                      f"continue with: ddtool distill --resume --out {run.out_dir}", stop.signum)
+                due = c.checkpoint_every and ((it + 1) % c.checkpoint_every == 0
+                                              or time.time() - last_save >= 60 * c.checkpoint_minutes)
+                if due and it < c.iterations - 1:
+                    self.save(it, seconds)
+                    last_save = time.time()
+        bar.close()
+        return self.seconds_before + time.time() - started
+
+    def step(self, it: int) -> None:
+        run, matcher, hooks = self.run, self.run.matcher, self.hooks
+        run.iteration = it
+        run.segment = {}
+        run.log()
+        num, den = self.pm.call_user(self.matcher_plugin, "loss_terms", matcher.loss_terms, run)
+        results = hooks.results("on_loss_vector", run, num=num, den=den)
+        weights = combine_weights(results, num)
+        if weights is not None and not (weights * den).sum() > 0:
+            who = ", ".join(name for name, w in results if w is not None)
+            raise PluginError(f"the loss weights of plugin(s) {who} keep no element with a non-zero denominator",
+                              who, "on_loss_vector")
+        loss = matching_loss(num, den, weights)
+        for opt in self.optimisers.values():
+            opt.zero_grad(set_to_none=False)
+        run.loss = loss.item()
+        problem, skipped = None, False
+        if not torch.isfinite(loss):
+            problem = f"matching loss became {run.loss}"
+        else:
+            loss.backward()
+            hooks.on_pixel_grad(run, grad=run.images.grad, images=run.images.detach())
+            skipped = bool(matcher.skip_update(run.loss))
+        del num, den, loss
+        if problem is None and not skipped:
+            before = self.snapshot()
+            for opt in self.optimisers.values():
+                opt.step()
+            with torch.no_grad():
+                run.syn_lr.clamp_(min=MIN_SYN_LR)
+            problem = self.diverged()
+            if problem is not None:
+                self.roll_back(before)
+        if problem is not None:
+            self.on_divergence(it, problem)
+        run.log(loss=run.loss, syn_lr=run.syn_lr.item(), skipped=skipped or problem is not None, **run.segment)
+        self.watch_floor(it)
+
+    # ------------------------------------------------------------------ guards
+
+    def snapshot(self) -> dict:
+        run = self.run
+        return {"tensors": [t.detach().clone() for t in (run.images, run.syn_lr, run.targets)],
+                "optimisers": {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimisers.items()}}
+
+    def roll_back(self, before: dict) -> None:
+        run = self.run
+        with torch.no_grad():
+            for live, saved in zip((run.images, run.syn_lr, run.targets), before["tensors"]):
+                live.copy_(saved)
+        for name, opt in self.optimisers.items():
+            opt.load_state_dict(before["optimisers"][name])
+
+    def diverged(self) -> str | None:
+        """What, if anything, the last update broke."""
+        run = self.run
+        with torch.no_grad():
+            if not torch.isfinite(run.images).all():
+                return "synthetic images became non-finite"
+            peak = run.images.abs().max().item()
+            if peak > PIXEL_LIMIT:
+                return f"pixels reached {peak:.3g} (normalised units; real images lie within about ±3)"
+            if not torch.isfinite(run.syn_lr):
+                return "learned lr became non-finite"
+            if run.targets.is_floating_point() and not torch.isfinite(run.targets).all():
+                return "learned labels became non-finite"
+        return None
+
+    def on_divergence(self, it: int, problem: str) -> None:
+        run, c = self.run, self.run.config
+        if c.on_divergence == "skip":
+            run.log(diverged=problem)
+            return
+        ckpt = checkpoint_path(run.out_dir)
+        kept = (f"the last good state is {ckpt}" if ckpt.exists() else
+                "no checkpoint was written before it")
+        raise Diverged(f"diverged at iteration {it + 1}: the {problem} (--lr-img {c.lr_img:g}, --lr-lr {c.lr_lr:g}); "
+                       f"{kept}; no result was written. Lower --lr-img / --lr-lr, or pass --on-divergence skip")
+
+    def watch_floor(self, it: int) -> None:
+        """Warn once when the learned lr has sat at its floor long enough that the student no longer learns."""
+        self.at_floor = self.at_floor + 1 if self.run.syn_lr.item() <= MIN_SYN_LR * (1 + 1e-6) else 0
+        if self.at_floor == FLOOR_PATIENCE:
+            warn(f"the learned lr has been at its floor ({MIN_SYN_LR:g}) for {FLOOR_PATIENCE} iterations (since "
+                 f"iteration {it + 2 - FLOOR_PATIENCE}): the student barely moves; lower --lr-lr or raise --lr-teacher")
+
+
+def check_saveable(plugin: str, state, where: str = "") -> None:
+    """A plugin's ``run.state`` must hold only what a checkpoint can save and load back safely."""
+    if isinstance(state, (torch.Tensor, int, float, str, bool, type(None))):
+        return
+    if isinstance(state, dict):
+        for k, v in state.items():
+            if not isinstance(k, (str, int)):
+                raise PluginError(f"plugin '{plugin}' keeps a key of type {type(k).__name__} in run.state"
+                                  f"{where}; use str or int keys", plugin, "run.state")
+            check_saveable(plugin, v, f"{where}[{k!r}]")
+        return
+    if isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            check_saveable(plugin, v, f"{where}[{i}]")
+        return
+    raise PluginError(f"plugin '{plugin}' keeps a {type(state).__name__} in run.state{where}, which a checkpoint "
+                      f"cannot hold; keep tensors, numbers, strings, lists and dicts there, and rebuildable objects "
+                      f"in run.cache", plugin, "run.state")
