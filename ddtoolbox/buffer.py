@@ -15,13 +15,39 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
-from .io import load_tensors, read_json
+from .io import check_fields, load_tensors, read_json
 from .models import create_model, load_flat
 
 FORMAT = "ddtoolbox-buffer"
 FORMAT_VERSION = 1
 META = "buffer.json"
 
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _numbers(n=None):
+    return lambda v: (isinstance(v, list) and (n is None or len(v) == n)
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+
+
+def _expert_entries(v) -> bool:
+    return isinstance(v, list) and all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                       and Path(e["file"]).name == e["file"] for e in v)
+
+
+#: what ``buffer.json`` must hold, and of which kind, before any number in it is trusted
+FIELDS = {
+    "dataset": str, "model": str, "model_options": dict,
+    "channels": (_positive_int, "a positive integer"), "num_classes": (_positive_int, "a positive integer"),
+    "image_size": (lambda v: _numbers(2)(v) and all(isinstance(x, int) and x > 0 for x in v), "[height, width]"),
+    "epochs": (_positive_int, "a positive integer"), "num_params": (_positive_int, "a positive integer"),
+    "lr": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a positive number"),
+    "mean": (_numbers(), "a list of numbers"), "std": (_numbers(), "a list of numbers"),
+    "experts": (_expert_entries, "a list of {\"file\": \"expert_NNN.pt\", ...} entries"),
+}
 
 
 @dataclass
@@ -38,12 +64,15 @@ class Buffer:
         if not path.is_dir():
             raise UsageError(f"buffer folder {path} does not exist; {fix}")
         meta = read_json(path / META, "buffer metadata", fix)
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise UsageError(f"{path / META} is not a ddtoolbox buffer; {fix}")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
             raise UsageError(f"buffer {path} was written by a newer ddtoolbox; upgrade ddtoolbox")
         if not meta.get("experts"):
             raise UsageError(f"buffer {path} holds no finished expert; run 'ddtool buffer --resume' on it")
+        check_fields(meta, FIELDS, f"buffer metadata {path / META}",
+                     f"it was edited or damaged; re-create it with 'ddtool buffer --resume --out {path}'")
         buf = cls(path, meta)
         buf._load = lru_cache(maxsize=8)(buf._load_uncached)
         return buf

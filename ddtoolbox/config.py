@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .options import (Settings, learning_rate, non_negative_int, option, positive_float, positive_int)
+from .options import (Settings, learning_rate, non_negative_int, option, positive_float, positive_int, seed)
 from .unroll import UNROLL_MODES
 
 #: the evaluation protocols ``ddtool eval --protocol`` accepts, with what each trains on
@@ -37,7 +37,7 @@ NETWORK = "network"
 class CommonSettings(Settings):
     """What every command takes."""
 
-    seed: int = option(0, "seed for every random draw (default 0)", group=COMMON)
+    seed: int = option(0, "seed for every random draw (default 0)", type=seed, group=COMMON)
     device: str = option("auto", "auto (CUDA when available), cpu or cuda[:N]", group=COMMON)
     data_root: str | None = option(None, "folder holding the dataset (else $DDTOOL_DATA, then system locations)",
                                    group=COMMON)

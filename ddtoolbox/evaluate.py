@@ -24,6 +24,7 @@ results differ only in what the student is trained to match):
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 
@@ -152,10 +153,23 @@ def summarise(accs: list[float]) -> dict:
     }
 
 
+def network_seed(seed: int, r: int) -> int:
+    """The seed of evaluation network ``r``: each network depends on ``(seed, r)`` alone."""
+    return seed * 1000 + r
+
+
 def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs: int, device,
                  soft: bool = False, progress: bool = True, desc: str = "eval", sampler=None,
-                 protocol: Protocol | None = None) -> dict:
-    """Train ``runs`` fresh networks and test each; ``sampler(run)`` may supply a new set per run."""
+                 protocol: Protocol | None = None, seed: int | None = None, done: dict | None = None,
+                 on_network=None) -> dict:
+    """Train ``runs`` fresh networks and test each; ``sampler(run)`` may supply a new set per run.
+
+    :param seed: seed network ``r`` with :func:`network_seed` (else it draws from the generator's
+        current state), which makes every network's result independent of the others, so
+    :param done: ``{r: accuracy}`` of networks finished before (skipped), and
+    :param on_network: ``on_network(r, accuracy)`` after each network, let an interrupted
+        evaluation resume where it stopped.
+    """
     if runs < 1:
         raise UsageError(f"--runs must be at least 1 (got {runs})")
     if not lr > 0:
@@ -163,10 +177,17 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
     x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
     accs = []
     for r in tqdm(range(runs), desc=desc, unit="net", disable=not progress, leave=False):
+        if done and r in done:
+            accs.append(done[r])
+            continue
+        if seed is not None:
+            torch.manual_seed(network_seed(seed, r))
         if sampler is not None:
             images, targets = sampler(r)
         net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol)
         accs.append(accuracy(net, x_test, y_test))
+        if on_network is not None:
+            on_network(r, accs[-1])
     return summarise(accs)
 
 
@@ -331,18 +352,24 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         create_model(model, info.channels, info.num_classes, info.image_size, **options)
     full_path = store_path(settings.full_results)
     augment = None if settings.no_dsa else DSA()
+    progress_file = EvalProgress(settings)
     results = []
     for model, options in zip(models, options_all):
-        generator = seed_everything(settings.seed)   # each model's result is independent of the others
+        seed_everything(settings.seed)
         recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment)
+        common = dict(progress=not settings.quiet, protocol=protocol, seed=settings.seed,
+                      done=progress_file.done(model), on_network=progress_file.recorder(model))
         if settings.synthetic:
             targets = record["targets"] if protocol.soft_targets and teacher is None else record["labels"]
             result = evaluate_set(recipe, record["images"], targets, lr, test_set, settings.eval_runs, device,
-                                  progress=not settings.quiet, desc=f"eval {model}", protocol=protocol)
+                                  desc=f"eval {model}", **common)
         else:
+            def sample(r):
+                generator = torch.Generator().manual_seed(network_seed(settings.seed, r))
+                return train_set.sample_per_class(settings.random_ipc, generator)
+
             result = evaluate_set(recipe, None, None, lr, test_set, settings.eval_runs, device,
-                                  progress=not settings.quiet, desc=f"eval random {model}", protocol=protocol,
-                                  sampler=lambda r: train_set.sample_per_class(settings.random_ipc, generator))
+                                  desc=f"eval random {model}", sampler=sample, **common)
         full = lookup_full(full_path, info.name, model, options)
         full_mean = full["mean"] if full else None
         ratio = recovery_ratio(result["mean"], full_mean)
@@ -352,6 +379,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
             rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
             report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
                    f"({protocol.name} protocol){rec}")
+    progress_file.finish()
     first = results[0]
     return {
         "what": what, "model": first["model"], "model_options": first["model_options"],
@@ -361,6 +389,55 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
         "lr": lr, "epochs": settings.eval_epochs, "results": results,
     }
+
+
+class EvalProgress:
+    """The accuracies of finished networks, kept beside ``--json FILE`` (``FILE.partial``) while an
+    evaluation runs, so running the same command again after an interruption skips them.
+
+    The file records the settings and the synthetic set's checksum; anything else is never reused.
+    """
+
+    def __init__(self, settings: EvalSettings):
+        self.path = None
+        self.state = {"key": None, "done": {}}
+        if not settings.json:
+            return
+        from .outputs import check_file_writable, sha256
+
+        target = check_file_writable(settings.json, option="--json")
+        self.path = target.with_name(target.name + ".partial")
+        ignored = ("quiet", "threads", "json", "data_root")
+        key = {k: v for k, v in settings.as_dict().items() if k not in ignored}
+        key["synthetic_sha256"] = sha256(settings.synthetic) if settings.synthetic else None
+        self.state["key"] = key
+        if self.path.is_file():
+            try:
+                saved = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                saved = None
+            if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("done"), dict):
+                self.state["done"] = saved["done"]
+
+    def done(self, model: str) -> dict:
+        entries = self.state["done"].get(model, {})
+        return {int(r): float(a) for r, a in entries.items()} if isinstance(entries, dict) else {}
+
+    def recorder(self, model: str):
+        if self.path is None:
+            return None
+
+        def record(r: int, accuracy_: float) -> None:
+            self.state["done"].setdefault(model, {})[str(r)] = accuracy_
+            from .io import write_json
+
+            write_json(self.path, self.state)
+
+        return record
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def train_full_data(settings: TrainFullSettings, report=None) -> dict:
@@ -373,9 +450,15 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
     from .full_results import store_full, store_path
     from .runtime import resolve_device, seed_everything
 
+    from .outputs import check_file_writable
+
     device = resolve_device(settings.device)
     model = canonical_model_name(settings.model)
     options = model_options(model, settings)
+    for path, option in ((settings.json, "--json"), (settings.save_model, "--save-model"),
+                         (store_path(settings.full_results), "--full-results")):
+        if path:
+            check_file_writable(path, option=option)    # before hours of training, not after
     seed_everything(settings.seed)
     train_set = load_dataset(settings.dataset, "train", settings.data_root)
     test_set = load_dataset(settings.dataset, "test", settings.data_root)

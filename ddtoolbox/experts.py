@@ -17,18 +17,30 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .buffer import FORMAT, FORMAT_VERSION, META, Buffer
-from .errors import UsageError
-from .io import read_json, save_tensors, write_json
+from .checkpoint import rng_state, set_rng_state
+from .errors import UsageError, warn
+from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import accuracy
-from .models import create_model, flatten_params
+from .models import create_model, flatten_params, load_flat
+from .outputs import OutputLock, check_writable
 
+
+
+def partial_name(e: int) -> str:
+    return f"expert_{e:03d}.partial.pt"
 
 
 def train_experts(*, out, train_set, test_set, model: str, model_options: dict, num_experts: int,
                   epochs: int, lr: float, batch_size: int, augment, step, trainer: str,
                   seed: int, device: torch.device, resume: bool = False, extra_meta: dict | None = None,
                   progress: bool = True) -> Buffer:
-    """Train ``num_experts`` networks from fresh initialisations and save their trajectories."""
+    """Train ``num_experts`` networks from fresh initialisations and save their trajectories.
+
+    Expert ``e`` draws from a generator seeded with ``(seed, e)`` alone, so it is the same network
+    whichever experts exist already. After every epoch its progress is saved
+    (``expert_NNN.partial.pt``, with the random generators' state), so ``--resume`` loses at most
+    one epoch, and it keeps every existing expert whose file checks out and retrains the others.
+    """
     out = Path(out)
     info = train_set.info
     meta = {
@@ -40,51 +52,122 @@ def train_experts(*, out, train_set, test_set, model: str, model_options: dict, 
         "augmentation": "dsa" if augment is not None else "none", **(extra_meta or {}), "experts": [],
     }
     meta_path = out / META
-    if meta_path.exists():
-        if not resume:
-            raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
-        old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
-        keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
-                "train_images")
-        changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
-        if changed:
-            raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the original settings or another --out")
-        meta["experts"] = old["experts"]
-
-    x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
-    x_all, y_all = train_set.images, train_set.labels
-    done = len(meta["experts"])
-    steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
-    bar = tqdm(total=(num_experts - done) * epochs, desc="experts", unit="epoch", disable=not progress)
-    for e in range(done, num_experts):
-        torch.manual_seed(seed * 1000 + e)  # each expert reproducible on its own, also after --resume
-        net = create_model(model, info.channels, info.num_classes, info.image_size, **model_options).to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0, weight_decay=0)
-        snapshots = [flatten_params(net).cpu()]
-        start = time.time()
-        for epoch in range(epochs):
-            net.train()
-            perm = torch.randperm(len(train_set))
-            total = 0.0
-            for b in range(steps_per_epoch):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
-                x, y = x_all[idx].to(device), y_all[idx].to(device)
-                if augment is not None:
-                    x, _ = augment(x)
-                total += float(step(net, opt, x, y, F.cross_entropy))
-            snapshots.append(flatten_params(net).cpu())
-            bar.update(1)
-            bar.set_postfix(expert=e, loss=f"{total / steps_per_epoch:.3f}")
-        acc = accuracy(net, x_test, y_test)
-        name = f"expert_{e:03d}.pt"
-        save_tensors(out / name, {"trajectory": torch.stack(snapshots)})
-        meta["num_params"] = int(snapshots[0].numel())
-        meta["experts"].append({"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)})
-        write_json(meta_path, meta)
-        if progress:
-            bar.write(f"expert {e}: test accuracy {acc * 100:.2f}% ({time.time() - start:.0f} s)")
-    bar.close()
+    num_params = sum(p.numel() for p in create_model(model, info.channels, info.num_classes, info.image_size,
+                                                     **model_options).parameters())
+    meta["num_params"] = int(num_params)
+    check_writable(out, need_bytes=num_experts * (epochs + 1) * num_params * 4 * 2, what="buffer folder")
+    with OutputLock(out):
+        kept = _existing_experts(out, meta, resume)
+        x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
+        todo = [e for e in range(num_experts) if e not in kept]
+        bar = tqdm(total=len(todo) * epochs, desc="experts", unit="epoch", disable=not progress)
+        for e in range(num_experts):
+            if e in kept:
+                continue
+            start = time.time()
+            net, trajectory = _train_one(e, out, meta, train_set, augment, step, device, bar, resume)
+            acc = accuracy(net, x_test, y_test)
+            name = f"expert_{e:03d}.pt"
+            save_tensors(out / name, {"trajectory": trajectory})
+            (out / partial_name(e)).unlink(missing_ok=True)
+            kept[e] = {"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)}
+            meta["experts"] = [kept[i] for i in sorted(kept)]
+            write_json(meta_path, meta)
+            if progress:
+                bar.write(f"expert {e}: test accuracy {acc * 100:.2f}% ({time.time() - start:.0f} s)")
+            if acc <= 1.5 / info.num_classes:
+                warn(f"expert {e} ended at chance accuracy ({acc * 100:.1f}% on {info.num_classes} classes): its "
+                     f"trajectory teaches nothing; lower --lr (now {lr:g}) or check the data")
+        bar.close()
     return Buffer.open(out)
+
+
+def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
+    """The experts a resumed buffer keeps: listed in buffer.json, present, and of the right shape."""
+    meta_path = out / META
+    if not meta_path.exists():
+        return {}
+    if not resume:
+        raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
+    old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
+    keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
+            "train_images")
+    changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
+    if changed:
+        raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the "
+                         f"original settings or another --out")
+    kept = {}
+    expected = (meta["epochs"] + 1, meta["num_params"])
+    for entry in old.get("experts") or []:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        number = _expert_number(name)
+        if number is None:
+            continue
+        try:
+            traj = load_tensors(out / name, "expert trajectory", "").get("trajectory")
+        except UsageError:
+            traj = None
+        if isinstance(traj, torch.Tensor) and tuple(traj.shape) == expected and torch.isfinite(traj).all():
+            kept[number] = entry
+        else:
+            warn(f"expert file {out / name} is missing or damaged; training expert {number} again")
+    return kept
+
+
+def _expert_number(name) -> int | None:
+    if not isinstance(name, str) or not (name.startswith("expert_") and name.endswith(".pt")) or "/" in name:
+        return None
+    digits = name[len("expert_"):-len(".pt")]
+    return int(digits) if digits.isdigit() else None
+
+
+def _train_one(e: int, out: Path, meta: dict, train_set, augment, step, device, bar, resume: bool):
+    """Train expert ``e`` (continuing its partial file when resuming); return the net and its trajectory."""
+    info = train_set.info
+    torch.manual_seed(meta["seed"] * 1000 + e)  # each expert reproducible on its own, also after --resume
+    net = create_model(meta["model"], info.channels, info.num_classes, info.image_size,
+                       **meta["model_options"]).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=meta["lr"], momentum=0, weight_decay=0)
+    snapshots = [flatten_params(net).cpu()]
+    partial = out / partial_name(e)
+    if resume and partial.exists():
+        done = _load_partial(partial, meta)
+        if done is not None:
+            snapshots = list(done["snapshots"])
+            load_flat(net, snapshots[-1].to(device))
+            set_rng_state(done["rng"])
+            bar.update(len(snapshots) - 1)
+    batch_size, epochs = meta["batch_size"], meta["epochs"]
+    x_all, y_all = train_set.images, train_set.labels
+    steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
+    for epoch in range(len(snapshots) - 1, epochs):
+        net.train()
+        perm = torch.randperm(len(train_set))
+        total = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            x, y = x_all[idx].to(device), y_all[idx].to(device)
+            if augment is not None:
+                x, _ = augment(x)
+            total += float(step(net, opt, x, y, F.cross_entropy))
+        snapshots.append(flatten_params(net).cpu())
+        if epoch < epochs - 1:
+            save_tensors(partial, {"snapshots": torch.stack(snapshots), "rng": rng_state()})
+        bar.update(1)
+        bar.set_postfix(expert=e, loss=f"{total / steps_per_epoch:.3f}")
+    return net, torch.stack(snapshots)
+
+
+def _load_partial(path: Path, meta: dict) -> dict | None:
+    try:
+        done = load_tensors(path, "partial expert", "")
+    except UsageError:
+        return None
+    snaps = done.get("snapshots")
+    if not (isinstance(snaps, torch.Tensor) and snaps.dim() == 2 and snaps.shape[1] == meta["num_params"]
+            and 1 <= len(snaps) <= meta["epochs"] and isinstance(done.get("rng"), dict)):
+        return None
+    return {"snapshots": snaps.unbind(0), "rng": done["rng"]}
 
 
 def train_buffer(config, options: dict | None = None, *, manager=None, progress: bool | None = None) -> Buffer:

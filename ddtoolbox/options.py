@@ -102,6 +102,14 @@ def non_negative_int(value) -> int:
     return v
 
 
+def seed(value) -> int:
+    """A random seed every generator accepts (numpy's and per-expert seeds need it below 2**31)."""
+    v = _number(value, int)
+    if not 0 <= v < 2**31:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**31), got {value}")
+    return v
+
+
 def text(value) -> str:
     if not isinstance(value, str):
         raise argparse.ArgumentTypeError(f"expected text, got {value!r}")

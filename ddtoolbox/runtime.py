@@ -27,12 +27,18 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when it is available; asking for CUDA without it is a usage error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for but CUDA is not available here; use --device cpu or auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as exc:
-        raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda") from exc
+        raise UsageError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: ddtoolbox runs on cpu or cuda[:N], not {device.type}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} was asked for but CUDA is not available here; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def describe_device(device: torch.device) -> str:

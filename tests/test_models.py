@@ -48,3 +48,16 @@ def test_unknown_model_and_options():
         create_model("ConvNet", 3, 10, 32, norm="fancy")
     with pytest.raises(UsageError, match="too deep"):
         create_model("ConvNet", 3, 10, 8, depth=5)
+
+
+def test_load_flat_copies_the_vector_so_training_never_writes_into_it():
+    from ddtoolbox.models import create_model, load_flat
+
+    net = create_model("ConvNet", 1, 4, (16, 16), width=4)
+    theta = torch.randn(sum(p.numel() for p in net.parameters()))
+    kept = theta.clone()
+    load_flat(net, theta)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    assert torch.equal(theta, kept)

@@ -91,7 +91,7 @@ def list_split(root: Path, split: str, classes: tuple[str, ...]) -> _Listing:
 def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise UsageError(f"cannot read image {path} ({e}); replace or delete the file") from None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, warn
 
 ENV_VAR = "DDTOOL_DATA"
 
@@ -84,6 +84,7 @@ def locate(name: str, location: DataLocation, data_root: str | os.PathLike | Non
                 return found.resolve()
         else:
             searched.append(f"{env_root} ({ENV_VAR}, not a folder)")
+            warn(f"{ENV_VAR}={env} is not a folder; ignoring it (fix or unset it)")
     else:
         searched.append(f"{ENV_VAR} (not set)")
 

@@ -112,7 +112,7 @@ def transform_image(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
             im = TF.resize(im, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
             im = TF.center_crop(im, [size, size])
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise UsageError(f"cannot read image {path} ({exc}); replace or delete the file") from None
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 

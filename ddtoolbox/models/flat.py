@@ -49,6 +49,10 @@ def flatten_params(module: torch.nn.Module) -> torch.Tensor:
 
 
 def load_flat(module: torch.nn.Module, theta: torch.Tensor) -> torch.nn.Module:
-    """Copy a flat parameter vector into ``module`` in place and return it."""
-    torch.nn.utils.vector_to_parameters(theta.detach().to(next(module.parameters())), module.parameters())
+    """Copy a flat parameter vector into ``module`` in place and return it.
+
+    A copy, never a view: ``vector_to_parameters`` makes each parameter a view of the vector it is
+    given, so training the module would otherwise write into ``theta`` (a cached expert snapshot).
+    """
+    torch.nn.utils.vector_to_parameters(theta.detach().to(next(module.parameters())).clone(), module.parameters())
     return module
