@@ -89,14 +89,15 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
     ipc2 = [c for c in cells_of(toy_spec) if c.ipc == 2 and c.method.name == "MTT"][0]
     assert len(runner(toy_spec, Recorder()).run(log=lambda *_: None)) == 0
 
-    # an interrupted cell: its eval dies, leaving run/ but no result.json
+    # an interrupted cell: its eval dies, leaving run/ in the staging folder but no result
     (ipc2.folder(out) / "result.json").unlink()
     dying = Recorder(interrupt_on=lambda argv: argv[0] == "eval")
     with pytest.raises(KeyboardInterrupt):
         runner(toy_spec, dying).run(log=lambda *_: None)
-    assert (ipc2.folder(out) / "run" / "synthetic.pt").is_file()
-    assert not (ipc2.folder(out) / "result.json").exists()
-    stale = ipc2.folder(out) / "stale-marker"
+    staging = ipc2.folder(out).with_name("mtt.new")
+    assert (staging / "run" / "synthetic.pt").is_file() and not (staging / "result.json").exists()
+    assert not ipc2.folder(out).exists()                                # never a half-counted cell
+    stale = staging / "stale-marker"
     stale.write_text("left by the interrupted attempt")
 
     again = Recorder()
@@ -105,6 +106,8 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
     assert [c[0] for c in again.calls] == ["buffer", "distill", "eval"]   # the buffer is only checked (--resume)
     assert "--resume" in again.calls[0]
     assert not stale.exists()                                           # the cell started from scratch
+
+    assert ipc2.folder(out).is_dir() and not staging.exists()
 
     written = render(toy_spec, out)
     table = written["markdown"].read_text()
@@ -234,3 +237,69 @@ def test_subprocess_executor_logs_the_command_and_names_a_failure(tmp_path):
     with pytest.raises(UsageError, match="'ddtool eval' failed \\(exit 2\\).*--random-ipc.*log.txt"):
         run_in_subprocess(["eval", "--random-ipc", "1"], log)
     assert log.read_text().startswith("$ ddtool eval --random-ipc 1\n")
+
+
+def test_rerun_changed_keeps_the_finished_cell_until_its_replacement_succeeds(toy_spec):
+    out = toy_spec.path.parent
+    runner(toy_spec, Recorder()).run(only={"random"}, log=lambda *_: None)
+    cell = [c for c in cells_of(toy_spec) if c.method.random][0]
+    before = (cell.folder(out) / "result.json").read_text()
+    edited = read_spec(toy_spec.path)
+    edited.eval["eval_epochs"] = 2                                      # the spec changed since
+    failing = Recorder(interrupt_on=lambda argv: argv[0] == "eval")
+    with pytest.raises(KeyboardInterrupt):
+        runner(edited, failing).run(only={"random"}, rerun_changed=True, log=lambda *_: None)
+    assert (cell.folder(out) / "result.json").read_text() == before      # the old result survived
+    runner(edited, Recorder()).run(only={"random"}, rerun_changed=True, log=lambda *_: None)
+    assert (cell.folder(out) / "result.json").read_text() != before
+
+
+def test_the_whole_spec_is_checked_before_any_cell_runs(toy_spec, tmp_path):
+    text = toy_spec.path.read_text()
+    for bad, message in [('matcher = "mtt"', 'matcher = "mtx"'), ('matcher = "mtt"', 'matcher = "mtt"\nplugins = ["nope"]')]:
+        path = tmp_path / f"bad{len(message)}.toml"
+        path.write_text(text.replace(bad, message, 1))
+        spec = read_spec(path)
+        rec = Recorder()
+        with pytest.raises(UsageError):
+            runner(spec, rec).check(manager())
+        assert rec.calls == []
+    path = tmp_path / "bad-value.toml"
+    path.write_text(text.replace("lr_img = 10", "lr_img = -3", 1))
+    with pytest.raises(UsageError, match="--lr-img"):
+        runner(read_spec(path), Recorder()).check(manager())
+    path = tmp_path / "bad-dataset.toml"
+    path.write_text(text.replace(toy_spec.datasets[0], "no-such-data", 1))
+    with pytest.raises(UsageError, match="no-such-data"):
+        runner(read_spec(path), Recorder()).check(manager())
+
+
+def test_a_killed_bench_takes_its_running_child_down_cleanly(toy_buffer, tmp_path):
+    """kill -9 of the bench process: the operating system sends its ddtool child SIGTERM, which
+    finishes its iteration, writes a checkpoint and exits (nothing keeps running in a wiped folder)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ddtoolbox.testing import TOY_DISTILL, TOY_NAME
+
+    (tmp_path / "toyreg.py").write_text("from ddtoolbox.testing import register_toy_dataset\nregister_toy_dataset()\n")
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    argv = ["distill", "--plugin", "toyreg", "--dataset", TOY_NAME, "--buffer", toy_buffer, "--out", str(out),
+            *TOY_DISTILL, "--iterations", "100000", "--checkpoint-every", "1", "--threads", "1"]
+    bench = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                              "from ddtoolbox.bench.runner import run_in_subprocess; "
+                              f"run_in_subprocess({argv!r}, Path({str(log)!r}))"],
+                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (out / "checkpoint.pt").exists(), log.read_text() if log.exists() else "no log"
+    bench.send_signal(signal.SIGKILL)
+    bench.wait()
+    deadline = time.time() + 60
+    while "SIGTERM after iteration" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "SIGTERM after iteration" in log.read_text() and "--resume" in log.read_text()

@@ -6,9 +6,10 @@ Layout under the output folder::
     full/<dataset>/result.json       full-data accuracy, when the spec has [full]
     cells/<dataset>/ipc<N>/<method>/ run/ (distill output), eval.json, log.txt, result.json
 
-A cell counts as done exactly when its ``result.json`` exists; it is written last and atomically.
-A cell folder without one is the remains of an interrupted run: it is wiped and run again, never
-half-counted. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
+A cell counts as done exactly when its ``result.json`` exists. A cell is computed in
+``<method>.new/`` and renamed into place only once its ``result.json`` is written, so an
+interrupted cell is never half-counted and a finished cell being rerun is kept until its
+replacement succeeds. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
 tests do), so one cell's plugins, RNG or crash cannot leak into the next.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,13 +36,40 @@ from .spec import Method, Spec
 Executor = Callable[[list[str], Path], None]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the bench process dies, even by kill -9 (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_in_subprocess(argv: list[str], log: Path) -> None:
+    """Run ``ddtool argv`` as a child process, its output appended to ``log``.
+
+    The child never outlives the bench: if the bench is interrupted (SIGINT, SIGTERM) it is asked to
+    stop (a distillation then writes its checkpoint) and waited for; if the bench is killed outright,
+    the operating system sends it SIGTERM.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"$ ddtool {shlex.join(argv)}\n")
         fh.flush()
-        code = subprocess.call([sys.executable, "-m", "ddtoolbox.cli", *argv], stdout=fh, stderr=subprocess.STDOUT)
-    if code == 130:
+        child = subprocess.Popen([sys.executable, "-m", "ddtoolbox.cli", *argv], stdout=fh, stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        try:
+            code = child.wait()
+        except BaseException:
+            child.terminate()
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise
+    if code in (130, 143):
         raise KeyboardInterrupt
     if code != 0:
         tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
@@ -76,6 +105,16 @@ def full_folder(out: Path, dataset: str) -> Path:
 def full_result(out: Path, dataset: str) -> dict | None:
     path = full_folder(out, dataset) / "result.json"
     return read_json(path, "full-data result", f"delete {path.parent} to rerun it") if path.is_file() else None
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt   # unwinds through run_in_subprocess, which stops the child first
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 class BenchRunner:
@@ -134,36 +173,77 @@ class BenchRunner:
         result = cell_result(self.out, cell)
         return result is not None and result.get("settings") != self.settings(cell)
 
-    def run_cell(self, cell: Cell) -> dict:
-        folder = cell.folder(self.out)
-        if folder.exists():  # an interrupted earlier attempt: start the cell from scratch
-            shutil.rmtree(folder)
-        log, commands, start = folder / "log.txt", [], time.time()
+    def commands_of(self, cell: Cell, folder: Path) -> list[list[str]]:
+        """The ``ddtool`` command lines that compute ``cell`` in ``folder``."""
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
             model = self.flags("eval", self.spec.network)
-            commands.append(["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
-                             "--json", str(eval_json), *self.common])
-        else:
+            return [["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
+                     "--json", str(eval_json), *self.common]]
+        run_dir = folder / "run"
+        plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
+        return [["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
+                 "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
+                 "--matcher", cell.method.matcher, *plugins,
+                 *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common],
+                ["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
+                 "--json", str(eval_json), *self.common]]
+
+    def run_cell(self, cell: Cell) -> dict:
+        """Compute ``cell`` in a staging folder and swap it in only when it succeeded, so a finished
+        cell being rerun (--rerun-changed) is kept until its replacement is complete."""
+        folder = cell.folder(self.out)
+        staging = folder.with_name(folder.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)        # an interrupted earlier attempt starts from scratch
+        if folder.exists() and not (folder / "result.json").exists():
+            shutil.rmtree(folder)                          # the remains of an attempt from before staging
+        log, start = staging / "log.txt", time.time()
+        if not cell.method.random:
             self.ensure_buffer(cell.dataset)
-            run_dir = folder / "run"
-            plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
-            commands.append(["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
-                             "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
-                             "--matcher", cell.method.matcher, *plugins,
-                             *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common])
-            commands.append(["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
-                             "--json", str(eval_json), *self.common])
+        commands = self.commands_of(cell, staging)
         for argv in commands:
             self.execute(argv, log)
-        evaluation = read_json(eval_json, "evaluation result", f"see {log}")
+        evaluation = read_json(staging / "eval.json", "evaluation result", f"see {log}")
         record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                   "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                  "settings": self.settings(cell), "commands": ["ddtool " + shlex.join(a) for a in commands],
+                  "settings": self.settings(cell),
+                  "commands": ["ddtool " + shlex.join(a).replace(str(staging), str(folder)) for a in commands],
                   "seconds": round(time.time() - start, 1), **self.environment}
-        write_json(folder / "result.json", record)
+        write_json(staging / "result.json", record)
+        retired = folder.with_name(folder.name + ".old")
+        shutil.rmtree(retired, ignore_errors=True)
+        if folder.exists():
+            folder.rename(retired)
+        staging.rename(folder)
+        shutil.rmtree(retired, ignore_errors=True)
         return record
+
+    def check(self, manager, only: set[str] | None = None) -> None:
+        """Every cell's commands parse and make valid settings, every matcher, plugin and dataset
+        exists: checked before the first cell runs, so a typo never surfaces hours in."""
+        from ..config import DistillConfig, EvalSettings
+        from ..data import dataset_info
+        from ..options import option_fields
+
+        for dataset in self.spec.datasets:
+            dataset_info(dataset)
+        for cell in self.selected(only):
+            for argv in self.commands_of(cell, cell.folder(self.out)):
+                where = f"{self.spec.path}, cell {cell}"
+                try:
+                    args = self.parsers[argv[0]].parse_args(argv[1:])
+                except UsageError as exc:
+                    raise UsageError(f"{where}: {exc}") from None
+                if argv[0] == "eval":
+                    EvalSettings.from_namespace(args)
+                    continue
+                config = DistillConfig.from_namespace(args)
+                manager.matcher(config.matcher)
+                active = manager.activate(args.plugins + [p for p in cell.method.plugins if p not in args.plugins])
+                values = {f.name: getattr(args, f.name) for cls in manager.option_classes("distill").values()
+                          for f, _ in option_fields(cls) if hasattr(args, f.name)}
+                manager.plugin_options("distill", values, active + [manager.matcher(config.matcher).plugin])
 
     # ------------------------------------------------------------------ the grid
 
@@ -178,6 +258,14 @@ class BenchRunner:
         return todo, changed
 
     def run(self, only: set[str] | None = None, rerun_changed: bool = False, log=tqdm.write) -> list[dict]:
+        previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
+        try:
+            return self._run(only, rerun_changed, log)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, only, rerun_changed, log) -> list[dict]:
         todo, changed = self.todo(only, rerun_changed)
         if changed and not rerun_changed:
             log(f"warning: {len(changed)} finished cell(s) ran with settings the spec no longer has "

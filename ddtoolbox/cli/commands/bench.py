@@ -45,6 +45,8 @@ def run(args, pm) -> None:
     if args.threads:
         common += ["--threads", str(args.threads)]
     runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet)
+    if not args.render_only:
+        runner.check(pm, only)
     if args.dry_run:
         todo, changed = runner.todo(only, args.rerun_changed)
         full = [d for d in spec.datasets if spec.full is not None and full_result(out, d) is None]
