@@ -77,6 +77,15 @@ class Buffer:
         buf._load = lru_cache(maxsize=8)(buf._load_uncached)
         return buf
 
+    def check_files(self) -> None:
+        """Every listed expert file is there and not empty (cheap: nothing is loaded), so a damaged
+        buffer is found before a run starts rather than when an expert is first drawn."""
+        for entry in self.meta["experts"]:
+            path = self.path / entry["file"]
+            if not path.is_file() or path.stat().st_size == 0:
+                raise UsageError(f"expert file {path} is missing or empty; re-create it with 'ddtool buffer --resume "
+                                 f"--out {self.path}' (with the buffer's original settings)")
+
     @property
     def num_experts(self) -> int:
         return len(self.meta["experts"])

@@ -219,7 +219,9 @@ def open_buffer(config: DistillConfig, matcher_cls) -> Buffer | None:
         if config.buffer is None:
             raise UsageError(f"--matcher {config.matcher} matches expert trajectories: give --buffer DIR "
                              f"(made by 'ddtool buffer')")
-        return Buffer.open(config.buffer)
+        buffer = Buffer.open(config.buffer)
+        buffer.check_files()
+        return buffer
     if config.buffer is not None:
         warn(f"--matcher {config.matcher} does not use expert trajectories; ignoring --buffer {config.buffer}")
     return None

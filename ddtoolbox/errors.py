@@ -58,6 +58,15 @@ class Diverged(Stopped):
     exit_code = 3
 
 
+def brief(text, limit: int = 120) -> str:
+    """The first line of ``text`` (e.g. an exception from torch), cut at a word boundary to ``limit``."""
+    line = (str(text).strip().splitlines() or [""])[0].strip()
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return (cut if len(cut) > limit // 2 else line[:limit]) + " ..."
+
+
 def debugging() -> bool:
     """Whether ``DDTOOL_DEBUG`` asks for full tracebacks."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import UsageError
+from .errors import UsageError, brief
 from .io import load_tensors
 
 #: maps are computed in chunks of this many images (bounds the memory of one Grad-CAM pass)
@@ -249,7 +249,7 @@ def _load_strict(build, state: dict, problem: str, fix: str) -> nn.Module:
         model = build()
         model.load_state_dict(state, strict=True)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = brief(exc, 160) or type(exc).__name__
         raise UsageError(f"{problem} ({reason}); {fix}") from exc
     return model
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, brief
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -71,7 +71,7 @@ def load_tensors(path, what: str, fix: str) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{what} file {path} is corrupt, truncated or not a ddtoolbox file ({reason[:120]}); {fix}") from exc
+        raise UsageError(f"{what} file {path} is corrupt, truncated or not a ddtoolbox file ({brief(reason)}); {fix}") from exc
     if not isinstance(obj, dict):
         raise UsageError(f"{what} file {path} does not hold a dict of tensors; {fix}")
     return obj
@@ -124,7 +124,7 @@ def check_fields(obj, fields: dict, what: str, fix: str) -> None:
             described = " or ".join(k.__name__ for k in kinds)
         if not ok:
             shown = repr(value) if not hasattr(value, "shape") else f"a tensor of shape {tuple(value.shape)}"
-            raise UsageError(f"{what} has '{name}' = {shown[:60]}, which is not {described}; {fix}")
+            raise UsageError(f"{what} has '{name}' = {brief(shown, 60)}, which is not {described}; {fix}")
 
 
 def _safely(check, value) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import __version__
-from .errors import UsageError
+from .errors import UsageError, brief
 from .io import load_tensors, save_tensors
 from .models import create_model
 
@@ -59,7 +59,7 @@ def load_teacher(path, info, device) -> tuple[torch.nn.Module, dict]:
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"teacher {path} does not fit a {record['model']} with options {record['model_options']} "
-                         f"({first[:120]}); {FIX}") from exc
+                         f"({brief(first)}); {FIX}") from exc
     net.to(device).eval()
     net.requires_grad_(False)
     return net, {k: v for k, v in record.items() if k != "state_dict"}

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ddtoolbox import gradcam as G
 from ddtoolbox.data import DatasetInfo
-from ddtoolbox.errors import UsageError, warn
+from ddtoolbox.errors import UsageError, brief, warn
 
 
 @dataclass
@@ -68,7 +68,7 @@ def build(info: DatasetInfo, *, model: str | None, weights=None, buffer=None, ex
             raise
         except Exception as exc:
             raise UsageError(f"the model cannot process {info.name}'s {info.channels}x{info.image_size[0]}x"
-                             f"{info.image_size[1]} images ({str(exc).splitlines()[0][:120]}); choose a model "
+                             f"{info.image_size[1]} images ({brief(exc)}); choose a model "
                              f"built for them") from exc
     if out.dim() != 2:
         raise UsageError(f"the model does not output (N, classes) logits (got shape {tuple(out.shape)})")

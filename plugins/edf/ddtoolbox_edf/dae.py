@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ddtoolbox import hookimpl
-from ddtoolbox.errors import UsageError, warn
+from ddtoolbox.errors import UsageError, brief, warn
 from ddtoolbox.options import Settings, integer, number, option, positive_int
 from ddtoolbox.viz import save_image_grid
 
@@ -137,7 +137,7 @@ def build_model(run, a: DAEOptions) -> tuple[torch.nn.Module, int]:
             raise
         except Exception as exc:
             raise UsageError(f"--dae-model {choice} cannot process this dataset's {tuple(run.images.shape[1:])} images "
-                             f"({str(exc).splitlines()[0][:120]})") from exc
+                             f"({brief(exc)})") from exc
     if out.dim() != 2:
         raise UsageError(f"--dae-model {choice} does not output (N, classes) logits (got shape {tuple(out.shape)})")
     return model, out.shape[1]
