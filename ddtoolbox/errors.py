@@ -58,6 +58,13 @@ class Diverged(Stopped):
     exit_code = 3
 
 
+def one_line(text) -> str:
+    """``text`` with line breaks and other control characters escaped, so a message that quotes a
+    user's value (a name from a hand-edited file, say) stays one line."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in str(text))
+
+
 def brief(text, limit: int = 120) -> str:
     """The first line of ``text`` (e.g. an exception from torch), cut at a word boundary to ``limit``."""
     line = (str(text).strip().splitlines() or [""])[0].strip()
@@ -84,7 +91,7 @@ def warn(message: str) -> None:
     if message in _warned:
         return
     _warned.add(message)
-    print(f"ddtool: warning: {message}", file=sys.stderr)
+    print(f"ddtool: warning: {one_line(message)}", file=sys.stderr)
 
 
 def forget_warnings() -> None:

@@ -49,6 +49,9 @@ def check_preset(name: str, values: dict, parsers: dict) -> None:
     for command, options in values.items():
         if command not in parsers:
             raise UsageError(f"preset '{name}' has a section [{command}]; known sections: {', '.join(parsers)}")
+        plugins = options.get("plugins", [])
+        if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+            raise UsageError(f"preset '{name}' [{command}] plugins must be a list of plugin names, not {plugins!r}")
         dests = {a.dest for a in parsers[command]._actions}
         bad = sorted(set(options) - dests)
         if bad:

@@ -323,9 +323,9 @@ def test_an_internal_error_is_one_line_unless_debugging(monkeypatch, toy_dataset
 def test_the_python_example_in_the_plugin_guide_runs(monkeypatch, toy_dataset, toy_buffer, tmp_path):
     """docs/plugins.md's Python example, run as written on the toy data (the sizes shrunk to the toy buffer's)."""
     guide = (ROOT / "docs" / "plugins.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "import DistillConfig, distill" in b]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "distill(DistillConfig(" in b]
     assert blocks, "docs/plugins.md has no Python example of distill(config, plugins=...)"
-    real = ddtoolbox.DistillConfig
+    real, real_eval = ddtoolbox.DistillConfig, ddtoolbox.EvalSettings
     toy = toy_config(toy_buffer, tmp_path / "unused").as_dict()
 
     def sized_for_the_toy(**given):
@@ -334,7 +334,12 @@ def test_the_python_example_in_the_plugin_guide_runs(monkeypatch, toy_dataset, t
                                                        "max_start_epoch", "device", "quiet")},
                        "iterations": 2, "out": str(tmp_path / out)})
 
+    def evaluated_on_the_toy(**given):
+        return real_eval(**{**given, "synthetic": str(tmp_path / given["synthetic"]), "eval_epochs": 2,
+                            "device": "cpu", "quiet": True})
+
     monkeypatch.setattr(ddtoolbox, "DistillConfig", sized_for_the_toy)
+    monkeypatch.setattr(ddtoolbox, "EvalSettings", evaluated_on_the_toy)
     namespace = {}
     exec(compile(blocks[0], "docs/plugins.md", "exec"), namespace)
     run = namespace["run"]

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from ..errors import Stopped, UsageError, debugging, forget_warnings
+from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
 from .parsing import apply_preset, build_parser, cpu_threads
@@ -69,10 +69,10 @@ def main(argv=None) -> int:
     except UsageError as exc:
         if debugging() and exc.__cause__ is not None:
             raise
-        print(f"ddtool: error: {exc}", file=sys.stderr)
+        print(f"ddtool: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Stopped as exc:
-        print(f"ddtool: {exc}", file=sys.stderr)
+        print(f"ddtool: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("ddtool: interrupted", file=sys.stderr)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         if debugging():
             raise
         where = _origin(exc)
-        print(f"ddtool: internal error: {exc!r}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
+        print(f"ddtool: internal error: {one_line(repr(exc))}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
 
