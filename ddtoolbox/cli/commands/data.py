@@ -44,6 +44,10 @@ def setup_data(p, pm) -> None:
     q.add_argument("--out", default=None, metavar="DIR",
                    help="cache folder (one subset only; default DATA_ROOT/NAME for --data-root or $DDTOOL_DATA, "
                         "else ~/.cache/ddtoolbox/NAME: where --dataset NAME looks)")
+    q.add_argument("--resize", choices=("squash", "crop"), default="squash",
+                   help="squash (default): the whole image resized to 128x128, aspect ratio not kept, as the MTT/DATM/EDF "
+                        "code does; crop: shorter side to 128, then a centred 128x128 crop. Recorded in the cache; "
+                        "buffers and synthetic sets made from one kind are refused with the other")
     q.add_argument("--workers", type=positive_int, default=4, help="decoding threads (default 4)")
     q.add_argument("--data-root", default=None, help="write the cache to DATA_ROOT/NAME")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -186,10 +190,10 @@ def cmd_prepare(args, pm):
         raise UsageError("--out names one cache folder; with several --subset names use --data-root DIR instead")
     for s in subsets:
         summary = prepare_subset(args.imagenet_root, s, args.out, data_root=args.data_root, workers=args.workers,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, resize=args.resize)
         counts = summary["images_per_class"]
         print(f"{s.name}: {sum(counts['train'])} train and {sum(counts['test'])} test images "
-              f"({len(summary['wnids'])} classes) in {summary['path']}")
+              f"({len(summary['wnids'])} classes, resize {args.resize}) in {summary['path']}")
 
 
 # ---------------------------------------------------------------------------- compdd
