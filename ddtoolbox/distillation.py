@@ -22,7 +22,7 @@ from . import __version__
 from .augment import DSA
 from .buffer import Buffer
 from .config import DistillConfig
-from .data import load_dataset
+from .data import image_record, load_dataset
 from .errors import PluginError, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
 from .losses import combine_weights, matching_loss
@@ -114,12 +114,12 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     generator = seed_everything(config.seed)
     matcher_cls = matcher_entry.obj
     buffer = open_buffer(config, matcher_cls)
-    train_set = load_dataset(config.dataset, "train", config.data_root)
+    train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if buffer is not None:
         given = {k: getattr(config, k) for k in NETWORK_FIELDS if getattr(config, k) is not None}
         buffer.check_compatible(config.dataset, config.model and canonical_model_name(config.model), given,
-                                needed_epochs=config.max_start_epoch + config.expert_epochs)
-    augment = None if config.no_dsa else DSA()
+                                needed_epochs=config.max_start_epoch + config.expert_epochs, info=train_set.info)
+    augment = None if config.no_dsa else DSA(crop_ratio=config.dsa_crop_ratio)
     ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
                          buffer=buffer, device=device, augment=augment)
     call = pm.call_user
@@ -223,11 +223,12 @@ def progress_evaluator(run: Run, progress: bool):
     from .evaluate import TrainRecipe, evaluate_set
 
     config = run.config
-    test_set = load_dataset(config.dataset, "test", config.data_root)
+    test_set = load_dataset(config.dataset, "test", config.data_root, zca=config.zca)
     model, model_opts = run.matcher.network()
 
     def evaluate(run: Run) -> dict:
-        recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch, augment=DSA())
+        recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch,
+                             augment=DSA(crop_ratio=config.dsa_crop_ratio))
         return evaluate_set(recipe, run.images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
                             config.eval_runs, run.device, soft=run.matcher.learn_targets, progress=progress)
 
@@ -259,6 +260,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
+            **image_record(info), "dsa_crop_ratio": c.dsa_crop_ratio,
         },
     }
     if run.matcher.learn_targets:
@@ -271,7 +273,7 @@ def save_run(run: Run, seconds: float) -> None:
     out = run.out_dir
     record = synthetic_record(run, seconds)
     save_tensors(out / "synthetic.pt", record)
-    save_image_grid(out / "synthetic.png", record["images"], record["labels"], run.info)
+    save_image_grid(out / "synthetic.png", run.train_set.unwhiten(record["images"]), record["labels"], run.info)
     write_json(out / "metrics.json", {
         "meta": record["meta"], "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},

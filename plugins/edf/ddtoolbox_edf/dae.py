@@ -167,7 +167,7 @@ def refresh(run, cache: dict, images: torch.Tensor, tag: str) -> torch.Tensor:
     """Recompute the maps of ``images``; save the overlay picture; return the maps."""
     maps = M.gradcam_maps(cache["model"], images.detach(), cache["targets"], cache["layers"])
     path = run.out_dir / "dae" / f"maps_{tag}.png"
-    save_image_grid(path, images.detach(), run.labels, run.info, overlay=maps)
+    save_image_grid(path, run.train_set.unwhiten(images.detach()), run.labels, run.info, overlay=maps)
     return maps
 
 
