@@ -90,7 +90,9 @@ def setup_compdd(p, pm) -> None:
     q.add_argument("--out", default="compdd-subsets.json", help="JSON to write (default compdd-subsets.json)")
     q.set_defaults(func=cmd_select)
 
-    q = csub.add_parser("stats", help="Grad-CAM activation statistics of a dataset (Figure 1b): numbers and histograms")
+    q = csub.add_parser("stats", help="Grad-CAM activation statistics of a dataset (Figure 1b): numbers and histograms; "
+                                      "for datasets with object boxes (cluttered-fashion-mnist) also how much of the "
+                                      "map falls inside the box")
     q.add_argument("--dataset", required=True, help="a registered dataset or imagefolder:PATH")
     q.add_argument("--split", choices=("train", "test"), default="test", help="split to measure (default test)")
     q.add_argument("--image-size", type=positive_int, default=None, metavar="N",
@@ -308,7 +310,7 @@ def cmd_stats(args, pm):
             raise UsageError(f"--compare file {p} was not written by 'ddtool compdd stats'")
     ds = load_dataset(args.dataset, args.split, args.data_root, image_size=args.image_size)
     per_class = math.ceil(args.max_images / ds.info.num_classes)
-    batches, total = dataset_batches(ds, args.batch, per_class, args.seed)
+    batches, total = dataset_batches(ds, args.batch, per_class, args.seed, with_boxes=ds.boxes is not None)
     cam = _build_cam(args, ds.info, device)
     targets = class_targets(ds.info, cam.num_outputs, args.class_map)
     result = activation_stats(cam, batches, targets, total, device, threshold=args.threshold, bins=args.bins,
