@@ -5,17 +5,22 @@ Layout under the output folder::
     buffers/<dataset>/               one expert buffer per dataset ('ddtool buffer --resume')
     full/<dataset>/result.json       full-data accuracy, when the spec has [full]
     cells/<dataset>/ipc<N>/<method>/ run/ (distill output), eval.json, log.txt, result.json
+        seed<S>/                     with [bench] seeds: run/, eval.json, result.json per seed
 
 A cell counts as done exactly when its ``result.json`` exists; it is written last and atomically.
 A cell folder without one is the remains of an interrupted run: it is wiped and run again, never
-half-counted. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
-tests do), so one cell's plugins, RNG or crash cannot leak into the next.
+half-counted. With several seeds, each seed folder follows the same rule, so an interrupted cell
+keeps the seeds it finished (under the settings the spec still has) and reruns only the others; the
+cell's ``result.json`` pools every seed's networks. Each step runs as its own ``ddtool`` process
+(``execute`` can be swapped, which the tests do), so one cell's plugins, RNG or crash cannot leak
+into the next.
 """
 
 from __future__ import annotations
 
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -123,11 +128,13 @@ class BenchRunner:
 
     def settings(self, cell: Cell) -> dict:
         """What the spec asks of ``cell``; recorded with its result so that spec edits are noticed."""
+        seeds = {"seeds": self.spec.seeds} if self.spec.seeds is not None else {}
         if cell.method.random:
             return {"random": True, "model": self.spec.network,
-                    "eval": self.spec.eval_options(cell.ipc)}
+                    "eval": self.spec.eval_options(cell.ipc), **seeds}
         return {"buffer": self.spec.buffer, "matcher": cell.method.matcher, "plugins": cell.method.plugins,
-                "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc)}
+                "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc),
+                **seeds}
 
     def changed(self, cell: Cell) -> bool:
         """Finished, but under settings the spec no longer has."""
@@ -135,16 +142,63 @@ class BenchRunner:
         return result is not None and result.get("settings") != self.settings(cell)
 
     def run_cell(self, cell: Cell) -> dict:
+        if self.spec.seeds is not None:
+            return self._run_seeds(cell)
         folder = cell.folder(self.out)
         if folder.exists():  # an interrupted earlier attempt: start the cell from scratch
             shutil.rmtree(folder)
-        log, commands, start = folder / "log.txt", [], time.time()
+        start = time.time()
+        evaluation, commands = self._run_once(cell, folder, folder / "log.txt", [])
+        record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
+                  "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
+                  "settings": self.settings(cell), "commands": ["ddtool " + shlex.join(a) for a in commands],
+                  "seconds": round(time.time() - start, 1), **self.environment}
+        write_json(folder / "result.json", record)
+        return record
+
+    def _run_seeds(self, cell: Cell) -> dict:
+        """Every seed of ``cell`` not finished yet, each in ``seed<S>/``; then the pooled record."""
+        folder, settings = cell.folder(self.out), self.settings(cell)
+        wanted = {f"seed{s}" for s in self.spec.seeds}
+        if folder.exists():  # keep the seeds an interrupted attempt finished under these settings
+            for entry in folder.iterdir():
+                done = entry / "result.json"
+                keep = entry.name in wanted and done.is_file() and \
+                    read_json(done, "seed result", f"delete {entry}").get("settings") == settings
+                if not keep:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        start, per_seed, commands = time.time(), [], []
+        for seed in self.spec.seeds:
+            sub = folder / f"seed{seed}"
+            done = sub / "result.json"
+            if not done.is_file():
+                t = time.time()
+                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)])
+                write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
+                                  "runs": evaluation["runs"], "settings": settings,
+                                  "commands": ["ddtool " + shlex.join(a) for a in argvs],
+                                  "seconds": round(time.time() - t, 1), **self.environment})
+            result = read_json(done, "seed result", f"delete {sub} to rerun it")
+            per_seed.append({k: result[k] for k in ("seed", "mean", "std", "runs", "seconds")})
+            commands += result["commands"]
+        runs = [acc for r in per_seed for acc in r["runs"]]
+        record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
+                  "mean": statistics.fmean(runs), "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
+                  "runs": runs, "seeds": list(self.spec.seeds), "per_seed": per_seed, "settings": settings,
+                  "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
+                  "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
+        write_json(folder / "result.json", record)
+        return record
+
+    def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str]) -> tuple[dict, list]:
+        """Distil (unless random) and evaluate ``cell`` into ``folder``; ``seed_flags`` follow the common flags."""
+        commands = []
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
             model = self.flags("eval", self.spec.network)
             commands.append(["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
-                             "--json", str(eval_json), *self.common])
+                             "--json", str(eval_json), *self.common, *seed_flags])
         else:
             self.ensure_buffer(cell.dataset)
             run_dir = folder / "run"
@@ -152,18 +206,13 @@ class BenchRunner:
             commands.append(["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
                              "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
                              "--matcher", cell.method.matcher, *plugins,
-                             *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common])
+                             *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common,
+                             *seed_flags])
             commands.append(["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
-                             "--json", str(eval_json), *self.common])
+                             "--json", str(eval_json), *self.common, *seed_flags])
         for argv in commands:
             self.execute(argv, log)
-        evaluation = read_json(eval_json, "evaluation result", f"see {log}")
-        record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
-                  "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                  "settings": self.settings(cell), "commands": ["ddtool " + shlex.join(a) for a in commands],
-                  "seconds": round(time.time() - start, 1), **self.environment}
-        write_json(folder / "result.json", record)
-        return record
+        return read_json(eval_json, "evaluation result", f"see {log}"), commands
 
     # ------------------------------------------------------------------ the grid
 
