@@ -302,3 +302,26 @@ def test_an_interrupted_cell_keeps_its_finished_seeds(seeded_spec):
 def test_dry_run_names_the_seeds(seeded_spec):
     result = run_cli("bench", str(seeded_spec.path), "--dry-run", "--device", "cpu")
     assert result.code == 0 and "IPC 1 MTT x seeds 0, 1" in result.out
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "benchmarks").glob("*/spec.toml")),
+                         ids=lambda p: p.parent.name)
+def test_shipped_specs_check(spec):
+    """Every recorded benchmark's spec names only real options (plugins' included)."""
+    pm = manager()
+    parsed = read_spec(spec)
+    if any(p not in pm.plugin_names() for m in parsed.methods for p in m.plugins):
+        pytest.skip("needs plugins that are not installed")
+    check_spec(parsed, build_parser(pm).commands)
+
+
+def test_the_edf_complex_spec_logs_the_area_on_every_row():
+    spec = read_spec(Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "spec.toml")
+    assert spec.seeds == [0, 1] and spec.ipcs == [10]
+    assert spec.datasets == ["cluttered-fashion-mnist", "fashion-mnist"]
+    rows = {m.name: m for m in spec.methods}
+    assert list(rows) == ["DATM", "DATM+CPD", "DATM+DAE", "DATM+CPD+DAE"]
+    for name, m in rows.items():
+        assert m.matcher == "datm" and "dae" in m.plugins and ("cpd" in m.plugins) == ("CPD" in name)
+        assert m.options.get("dae_measure_only", False) == ("DAE" not in name)
+    assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20
