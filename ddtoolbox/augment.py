@@ -32,15 +32,20 @@ from torch import Tensor
 
 from ddtoolbox.errors import UsageError
 
-__all__ = ["GROUPS", "AugParams", "DSA", "dsa_disabled", "RandomCutout", "RandomDSAColor"]
+__all__ = ["GROUPS", "AugParams", "DSA", "dsa_disabled", "crop_pad", "RandomCutout", "RandomDSAColor"]
 
 GROUPS: Tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 # Constants of the reference DSA parameter set. They are fixed (not constructor arguments) because
-# published distilled sets are only comparable when produced under the same augmentation.
+# published distilled sets are only comparable when produced under the same augmentation. The one
+# exception is the crop's reach: MTT, FTD and DATM translate by up to 12.5% of the side everywhere,
+# while EDF's distillation and evaluation use 25% (its expert training keeps 12.5%), so it is a
+# constructor argument (``--dsa-crop-ratio``) with MTT's value as the default.
 SCALE_RATIO = 1.2
 ROTATE_DEGREES = 15.0
 CROP_RATIO = 0.125
+#: the range ``--dsa-crop-ratio`` accepts: 0.5 already lets the content leave the frame entirely
+CROP_RATIO_RANGE = (0.0, 0.5)
 CUTOUT_RATIO = 0.5
 BRIGHTNESS = 1.0
 SATURATION = 2.0
@@ -50,6 +55,11 @@ CONTRAST = 0.5
 def _extent(size: int, ratio: float) -> int:
     """Round half up, as the reference does (``int(size * ratio + 0.5)``), so sizes match it exactly."""
     return int(size * ratio + 0.5)
+
+
+def crop_pad(size: int, ratio: float = CROP_RATIO) -> int:
+    """The crop group's largest translation, in pixels, for images of side ``size``: ``int(size * ratio + 0.5)``."""
+    return _extent(size, ratio)
 
 
 @dataclass(frozen=True)
@@ -222,10 +232,19 @@ class DSA(torch.nn.Module):
 
     The Kornia modules are built once here (the crop module once per image size, on first use or from
     ``image_size``), because this runs thousands of times inside inner loops.
+
+    ``crop_ratio`` sets the crop group's reach: translations of up to ``int(H * crop_ratio + 0.5)``
+    pixels (0.125, the default, as MTT/FTD/DATM; 0.25 in EDF's distillation and evaluation).
     """
 
-    def __init__(self, groups: Sequence[str] = GROUPS, image_size: Optional[Tuple[int, int]] = None) -> None:
+    def __init__(self, groups: Sequence[str] = GROUPS, image_size: Optional[Tuple[int, int]] = None,
+                 crop_ratio: float = CROP_RATIO) -> None:
         super().__init__()
+        low, high = CROP_RATIO_RANGE
+        if isinstance(crop_ratio, bool) or not isinstance(crop_ratio, (int, float)) or not low <= crop_ratio <= high:
+            raise UsageError(f"--dsa-crop-ratio must be a number in [{low:g}, {high:g}] (got {crop_ratio!r}); "
+                             f"e.g. 0.125 (MTT) or 0.25 (EDF's distillation)")
+        self.crop_ratio = float(crop_ratio)
         if isinstance(groups, str):
             groups = (groups,)
         groups = tuple(groups)
@@ -253,7 +272,7 @@ class DSA(torch.nn.Module):
         self.augs = torch.nn.ModuleDict({g: factories[g]() for g in dict.fromkeys(groups) if g != "crop"})
         self.crops = torch.nn.ModuleDict()
         if "crop" in groups and self.image_size is not None:
-            self.crops[self._size_key(*self.image_size)] = _ShiftCrop(*self.image_size)
+            self.crops[self._size_key(*self.image_size)] = _ShiftCrop(*self.image_size, ratio=self.crop_ratio)
 
     @staticmethod
     def _size_key(height: int, width: int) -> str:
@@ -265,7 +284,7 @@ class DSA(torch.nn.Module):
         height, width = x.shape[-2:]
         key = self._size_key(height, width)
         if key not in self.crops:
-            crop = _ShiftCrop(height, width)
+            crop = _ShiftCrop(height, width, ratio=self.crop_ratio)
             # Draw where the other groups draw (CPU unless this module was moved), so one seed gives the
             # same stream whichever group happens to be built lazily.
             sibling = next(iter([*self.augs.values(), *self.crops.values()]), None)
@@ -274,8 +293,7 @@ class DSA(torch.nn.Module):
             self.crops[key] = crop
         return self.crops[key]
 
-    @staticmethod
-    def _check_replay_shape(params: AugParams, x: Tensor) -> None:
+    def _check_replay_shape(self, params: AugParams, x: Tensor) -> None:
         """Refuse a replay on a batch the parameters were not drawn for.
 
         Kornia would either fail deep inside a warp or, worse, silently apply e.g. a cutout centre
@@ -286,8 +304,8 @@ class DSA(torch.nn.Module):
             return
         batch, _, height, width = (int(v) for v in recorded.tolist())
         if params.group == "crop":  # Kornia records the padded canvas for crops
-            height -= 2 * _extent(x.shape[-2], CROP_RATIO)
-            width -= 2 * _extent(x.shape[-1], CROP_RATIO)
+            height -= 2 * _extent(x.shape[-2], self.crop_ratio)
+            width -= 2 * _extent(x.shape[-1], self.crop_ratio)
         if (batch, height, width) != (x.shape[0], x.shape[-2], x.shape[-1]):
             raise ValueError(
                 f"cannot replay {params.group!r} parameters drawn for {batch} images of size {(height, width)} "

@@ -114,8 +114,10 @@ class Buffer:
         return create_model(m["model"], m["channels"], m["num_classes"], tuple(m["image_size"]), **m["model_options"])
 
     def check_compatible(self, dataset: str, model: str | None = None, model_options: dict | None = None,
-                         needed_epochs: int | None = None) -> None:
-        """Refuse a buffer made for another dataset, model or shorter training."""
+                         needed_epochs: int | None = None, info=None) -> None:
+        """Refuse a buffer made for another dataset, model, shorter training, or (with ``info``, the
+        :class:`~ddtoolbox.data.DatasetInfo` of the images loaded now) other images: another
+        ``--resize`` of a prepared subset, or with/without ``--zca``."""
         m = self.meta
         if m["dataset"] != dataset:
             raise UsageError(
@@ -131,6 +133,10 @@ class Buffer:
             diff = {k: v for k, v in model_options.items() if m["model_options"].get(k) != v}
             if diff:
                 raise UsageError(f"buffer {self.path} experts were built with {m['model_options']}, not {diff}; drop those options or make a matching buffer")
+        if info is not None:
+            from .data import check_same_images
+
+            check_same_images(info, m, f"buffer {self.path}", "use a buffer made from these images")
         if needed_epochs is not None and needed_epochs > self.epochs:
             raise UsageError(
                 f"buffer {self.path} has {self.epochs}-epoch trajectories but the run needs "

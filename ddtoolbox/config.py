@@ -13,10 +13,12 @@ Plugin options are not fields here: each plugin declares its own (``add_options`
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
+from .augment import CROP_RATIO, CROP_RATIO_RANGE
 from .errors import UsageError
-from .options import (Settings, learning_rate, non_negative_int, option, positive_float, positive_int, seed)
+from .options import (Settings, learning_rate, non_negative_int, number, option, positive_float, positive_int, seed)
 from .unroll import UNROLL_MODES
 
 #: the evaluation protocols ``ddtool eval --protocol`` accepts, with what each trains on
@@ -31,6 +33,17 @@ PROTOCOLS = {
 
 COMMON = "common"
 NETWORK = "network"
+DATA = "images (recorded with buffers and synthetic sets)"
+
+
+def crop_ratio(value) -> float:
+    """``--dsa-crop-ratio``: a number in :data:`ddtoolbox.augment.CROP_RATIO_RANGE`."""
+    v = number(value)
+    low, high = CROP_RATIO_RANGE
+    if not low <= v <= high:   # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], e.g. 0.125 (MTT) or 0.25 (EDF's "
+                                         f"distillation), got {value}")
+    return v
 
 
 @dataclass(kw_only=True)
@@ -59,11 +72,24 @@ class NetworkSettings(Settings):
     pooling: str | None = option(None, "ConvNet only: avgpool (default), maxpool or none", group=NETWORK)
 
 
+@dataclass(kw_only=True)
+class ImageSettings(Settings):
+    """How the images look to the networks, shared by ``buffer``, ``distill`` and ``eval``."""
+
+    zca: bool = option(False, "ZCA-whiten the images after normalising them (Kornia's ZCAWhitening, eps 0.1, "
+                              "fitted on the training split, applied to training and test images), as MTT/DATM do "
+                              "for CIFAR; distill and eval refuse a buffer or synthetic set made otherwise",
+                       group=DATA, off_flag="--no-zca")
+    dsa_crop_ratio: float = option(CROP_RATIO, "DSA crop: translations of up to int(side * R + 0.5) pixels, R in "
+                                               "[0, 0.5] (default 0.125 as MTT/DATM; EDF distils and evaluates "
+                                               "with 0.25)", metavar="R", type=crop_ratio, group=DATA)
+
+
 # ---------------------------------------------------------------------------- buffer
 
 
 @dataclass(kw_only=True)
-class BufferConfig(NetworkSettings, CommonSettings):
+class BufferConfig(ImageSettings, NetworkSettings, CommonSettings):
     """``ddtool buffer``: train expert networks and save their trajectories."""
 
     out: str = option(help="buffer folder to create")
@@ -93,7 +119,7 @@ EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4,
 
 
 @dataclass(kw_only=True)
-class DistillConfig(NetworkSettings, CommonSettings):
+class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
     """``ddtool distill``: every setting of a distillation run but the plugins' own."""
 
     out: str = option(help="output folder for synthetic.pt, synthetic.png, metrics.json", group=DISTILL)
@@ -159,7 +185,7 @@ class DistillConfig(NetworkSettings, CommonSettings):
 
 
 @dataclass(kw_only=True)
-class EvalSettings(NetworkSettings, CommonSettings):
+class EvalSettings(ImageSettings, NetworkSettings, CommonSettings):
     """``ddtool eval``: train fresh networks on a synthetic set (or random real images) and test them."""
 
     synthetic: str | None = option(None, "synthetic.pt written by 'ddtool distill'")

@@ -21,7 +21,7 @@ from .augment import DSA
 from .buffer import Buffer
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import RUNTIME_FIELDS, DistillConfig
-from .data import load_dataset
+from .data import image_record, load_dataset
 from .errors import Diverged, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
 from .loop import Loop
@@ -119,16 +119,16 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     generator = seed_everything(config.seed)
     matcher_cls = matcher_entry.obj
     buffer = open_buffer(config, matcher_cls)
-    train_set = load_dataset(config.dataset, "train", config.data_root)
+    train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if buffer is not None:
         given = {k: getattr(config, k) for k in NETWORK_FIELDS if getattr(config, k) is not None}
         buffer.check_compatible(config.dataset, config.model and canonical_model_name(config.model), given,
-                                needed_epochs=config.max_start_epoch + config.expert_epochs)
+                                needed_epochs=config.max_start_epoch + config.expert_epochs, info=train_set.info)
     prepare_output(config, train_set.info)
     with OutputLock(out):
         if checkpoint is None:
             checkpoint_path(out).unlink(missing_ok=True)    # a fresh start never resumes an older run
-        augment = None if config.no_dsa else DSA()
+        augment = None if config.no_dsa else DSA(crop_ratio=config.dsa_crop_ratio)
         ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
                              buffer=buffer, device=device, augment=augment)
         call = pm.call_user
@@ -242,11 +242,12 @@ def progress_evaluator(run: Run, progress: bool):
     from .evaluate import TrainRecipe, evaluate_set
 
     config = run.config
-    test_set = load_dataset(config.dataset, "test", config.data_root)
+    test_set = load_dataset(config.dataset, "test", config.data_root, zca=config.zca)
     model, model_opts = run.matcher.network()
 
     def evaluate(run: Run) -> dict:
-        recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch, augment=DSA())
+        recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch,
+                             augment=DSA(crop_ratio=config.dsa_crop_ratio))
         return evaluate_set(recipe, run.images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
                             config.eval_runs, run.device, soft=run.matcher.learn_targets, progress=progress)
 
@@ -278,6 +279,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
+            **image_record(info), "dsa_crop_ratio": c.dsa_crop_ratio,
             "published": True,     # a reader checks the folder's manifest (ddtoolbox.outputs)
         },
     }
@@ -303,6 +305,7 @@ def save_run(run: Run, seconds: float) -> None:
     }
     publish(run.out_dir, {
         "synthetic.pt": lambda path: save_tensors(path, record),
-        "synthetic.png": lambda path: save_image_grid(path, record["images"], record["labels"], run.info),
+        "synthetic.png": lambda path: save_image_grid(path, run.train_set.unwhiten(record["images"]), record["labels"],
+                                                      run.info),
         "metrics.json": lambda path: write_json(path, metrics),
     }, what=f"distill {run.config.matcher}")

@@ -312,28 +312,35 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         ``results``.
     """
     from .augment import DSA
-    from .data import load_dataset
+    from .data import check_same_images, image_record, load_dataset
     from .runtime import resolve_device, seed_everything
     from .full_results import lookup_full, store_path
 
     device = resolve_device(settings.device)
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
+    if settings.zca and settings.teacher:
+        raise UsageError("--teacher networks are trained on un-whitened images ('ddtool train-full' has no --zca); "
+                         "drop --zca or --teacher")
     if settings.synthetic:
         record = load_synthetic(settings.synthetic)
         meta = record["meta"]
-        test_set = load_dataset(settings.dataset or meta["dataset"], "test", settings.data_root)
+        test_set = load_dataset(settings.dataset or meta["dataset"], "test", settings.data_root, zca=settings.zca)
         if test_set.info.name != meta["dataset"]:
             raise UsageError(f"{settings.synthetic} was distilled from '{meta['dataset']}', not "
                              f"'{settings.dataset}'; drop --dataset")
         check_fits(record, test_set.info, f"synthetic set {settings.synthetic}")
+        check_same_images(test_set.info, meta, f"synthetic set {settings.synthetic}",
+                          "distil a set from these images")
         models = models or [meta["model"]]
         has_learned = "targets" in record
         lr = settings.lr or float(record["lr"])
         what = f"{settings.synthetic} ({meta['matcher']}, IPC {meta['ipc']})"
         own_model = canonical_model_name(meta["model"])
     else:
-        train_set = load_dataset(settings.dataset, "train", settings.data_root)
-        test_set = load_dataset(settings.dataset, "test", settings.data_root)
+        train_set = load_dataset(settings.dataset, "train", settings.data_root, zca=settings.zca)
+        test_set = load_dataset(settings.dataset, "test", settings.data_root, zca=settings.zca)
+        check_same_images(test_set.info, image_record(train_set.info), f"the {test_set.info.name} train split",
+                          f"prepare {test_set.info.name} again ('ddtool data prepare')")
         models = models or ["ConvNet"]
         has_learned, lr, own_model = False, settings.lr or 0.01, None
         what = f"random real images, IPC {settings.random_ipc} of {test_set.info.name}"
@@ -351,7 +358,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     for model, options in zip(models, options_all):   # bad options or sizes fail before any training
         create_model(model, info.channels, info.num_classes, info.image_size, **options)
     full_path = store_path(settings.full_results)
-    augment = None if settings.no_dsa else DSA()
+    augment = None if settings.no_dsa else DSA(crop_ratio=settings.dsa_crop_ratio)
     progress_file = EvalProgress(settings)
     results = []
     for model, options in zip(models, options_all):
@@ -387,7 +394,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
         "protocol": protocol.name, "temperature": protocol.temperature if protocol.name == "kd" else None,
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
-        "lr": lr, "epochs": settings.eval_epochs, "results": results,
+        "lr": lr, "epochs": settings.eval_epochs, "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
+        **image_record(info), "results": results,
     }
 
 

@@ -91,7 +91,7 @@ def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
         raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
     old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
     keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
-            "train_images")
+            "train_images", "zca", "resize", "dsa_crop_ratio")
     changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
     if changed:
         raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the "
@@ -177,7 +177,7 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     :param options: trainer options by field name (e.g. ``{"rho": 0.01}`` for FTD's trainer).
     """
     from .augment import DSA
-    from .data import load_dataset
+    from .data import check_same_images, image_record, load_dataset
     from .models import canonical_model_name, model_options
     from .plugins import PluginManager
     from .runtime import resolve_device, seed_everything
@@ -189,17 +189,21 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     model = canonical_model_name(config.model)
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
-    train_set = load_dataset(config.dataset, "train", config.data_root)
+    train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if config.train_subset:
         train_set = train_set.subset(n_per_class=config.train_subset, generator=generator)
-    test_set = load_dataset(config.dataset, "test", config.data_root)
+    test_set = load_dataset(config.dataset, "test", config.data_root, zca=config.zca)
+    check_same_images(test_set.info, image_record(train_set.info), f"the {config.dataset} train split",
+                      f"prepare {config.dataset} again ('ddtool data prepare')")
     step = pm.call_user(trainer.plugin, f"trainer {config.trainer}", trainer.obj, trainer_options)
     plain_options = {k: v for k, v in vars(trainer_options).items()} if trainer_options is not None else {}
     return train_experts(
         out=config.out, train_set=train_set, test_set=test_set, model=model,
         model_options=model_options(model, config), num_experts=config.num_experts, epochs=config.train_epochs,
-        lr=config.lr, batch_size=config.batch_size, augment=None if config.no_dsa else DSA(),
+        lr=config.lr, batch_size=config.batch_size,
+        augment=None if config.no_dsa else DSA(crop_ratio=config.dsa_crop_ratio),
         step=step, trainer=config.trainer, seed=config.seed, device=device, resume=config.resume,
         progress=progress,
-        extra_meta={"train_subset_per_class": config.train_subset, "trainer_options": plain_options},
+        extra_meta={"train_subset_per_class": config.train_subset, "trainer_options": plain_options,
+                    "zca": config.zca, "resize": train_set.info.resize, "dsa_crop_ratio": config.dsa_crop_ratio},
     )

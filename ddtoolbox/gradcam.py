@@ -4,7 +4,7 @@ EDF's DAE plugin (gradient weights), the Comp-DD complexity score and the activa
 Figure 1b all need the same thing: per-image Grad-CAM maps in [0, 1] from a model and a layer.
 Keeping one implementation means a threshold of 0.5 means the same in all three places.
 
-The maps follow the EDF reference as far as it is specified (docs/reference-notes.md section 6):
+The maps follow the EDF reference implementation as far as it is specified:
 Captum's ``LayerGradCam`` with ``relu_attributions=True`` (channel weights = spatial mean of
 d y_target / d A, map = ReLU(sum_k w_k A_k)), bilinear resize to the image size, per-image min-max
 to [0, 1], detached. The user-facing option names differ between commands (``--dae-layer`` versus

@@ -202,6 +202,8 @@ def check_value(f: dataclasses.Field, info: OptionInfo, value):
     if value is None:
         if f.default is MISSING and f.default_factory is MISSING:
             raise UsageError(f"{flag} is required")
+        if _default(f) is not None:            # only options whose default is "not given" may be None
+            raise UsageError(f"{flag} needs a value (its default is {_default(f)!r})")
         return None
     if _is_switch(f, info):
         if not isinstance(value, bool):

@@ -202,6 +202,10 @@ def test_table_bolds_the_best_and_computes_the_recovery_ratio(toy_spec):
     ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nrandom=true\nmatcher='mtt'\n", "random baseline"),
     ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\n[ipc.one.eval]\n", "[ipc.one]"),
     ("[bench\n", "cannot be read"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\nseeds=[0, 0]\n[methods.x]\nmatcher='mtt'\n", "seeds must be a list"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\nseeds=[-1]\n[methods.x]\nmatcher='mtt'\n", "seeds must be a list"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\nseeds=3\n[methods.x]\nmatcher='mtt'\n", "seeds must be a list"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\nseed=[3]\n[methods.x]\nmatcher='mtt'\n", "unknown [bench] key"),
 ])
 def test_malformed_specs_are_named(tmp_path, text, message):
     path = tmp_path / "spec.toml"
@@ -303,3 +307,91 @@ def test_a_killed_bench_takes_its_running_child_down_cleanly(toy_buffer, tmp_pat
     while "SIGTERM after iteration" not in log.read_text() and time.time() < deadline:
         time.sleep(0.1)
     assert "SIGTERM after iteration" in log.read_text() and "--resume" in log.read_text()
+
+
+# ---------------------------------------------------------------------------- several seeds per cell
+
+
+@pytest.fixture
+def seeded_spec(tmp_path, toy_dataset):
+    path = tmp_path / "spec.toml"
+    text = TOY_SPEC.format(dataset=toy_dataset).replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+    path.write_text(text)
+    return read_spec(path)
+
+
+def test_each_cell_runs_once_per_seed_and_pools_every_network(seeded_spec):
+    import statistics
+
+    import torch
+
+    assert seeded_spec.seeds == [0, 1]
+    out, rec = seeded_spec.path.parent, Recorder()
+    records = runner(seeded_spec, rec).run(log=lambda *_: None)
+    assert len(records) == 2
+    steps = [(a[0], a[a.index("--seed") + 1] if "--seed" in a else None) for a in rec.calls]
+    assert steps == [("eval", "0"), ("eval", "1"), ("buffer", None), ("distill", "0"), ("eval", "0"),
+                     ("distill", "1"), ("eval", "1")]
+    mtt = [c for c in cells_of(seeded_spec) if c.method.name == "MTT"][0]
+    record = read_json_file(mtt.folder(out) / "result.json")
+    per_seed = [read_json_file(mtt.folder(out) / f"seed{s}" / "eval.json") for s in (0, 1)]
+    assert record["seeds"] == [0, 1] and [p["seed"] for p in record["per_seed"]] == [0, 1]
+    assert record["runs"] == per_seed[0]["runs"] + per_seed[1]["runs"] and len(record["runs"]) == 4
+    assert record["mean"] == pytest.approx(statistics.fmean(record["runs"]))
+    assert record["std"] == pytest.approx(statistics.pstdev(record["runs"]))
+    images = [torch.load(mtt.folder(out) / f"seed{s}" / "run" / "synthetic.pt", weights_only=True) for s in (0, 1)]
+    assert [i["meta"]["seed"] for i in images] == [0, 1]
+    assert not torch.equal(images[0]["images"], images[1]["images"])      # two distillations, not one twice
+    table = render(seeded_spec, out)["markdown"].read_text()
+    assert "pooled over distillation seeds 0, 1" in table
+    assert f"{record['mean'] * 100:.2f} ± {record['std'] * 100:.2f}" in table
+
+
+def test_an_interrupted_cell_keeps_its_finished_seeds(seeded_spec):
+    out = seeded_spec.path.parent
+    mtt = [c for c in cells_of(seeded_spec) if c.method.name == "MTT"][0]
+    dying = Recorder(interrupt_on=lambda argv: argv[0] == "eval" and argv[-1] == "1" and "--synthetic" in argv)
+    with pytest.raises(KeyboardInterrupt):
+        runner(seeded_spec, dying).run(only={"MTT"}, log=lambda *_: None)
+    staging = mtt.folder(out).with_name("mtt.new")            # an unfinished cell stays in its staging folder
+    assert (staging / "seed0" / "result.json").is_file()
+    assert not (staging / "seed1" / "result.json").exists()
+    assert not (staging / "result.json").exists() and not mtt.folder(out).exists()
+    again = Recorder()
+    (record,) = runner(seeded_spec, again).run(only={"MTT"}, log=lambda *_: None)
+    assert [(a[0], a[a.index("--seed") + 1]) for a in again.calls if a[0] != "buffer"] == [("distill", "1"), ("eval", "1")]
+    assert len(record["runs"]) == 4
+    # a changed spec invalidates the kept seeds too
+    seeded_spec.path.write_text(seeded_spec.path.read_text().replace("eval_epochs = 3", "eval_epochs = 2"))
+    spec = read_spec(seeded_spec.path)
+    redo = Recorder()
+    runner(spec, redo).run(only={"MTT"}, rerun_changed=True, log=lambda *_: None)
+    assert [a[a.index("--seed") + 1] for a in redo.calls if a[0] == "distill"] == ["0", "1"]
+
+
+def test_dry_run_names_the_seeds(seeded_spec):
+    result = run_cli("bench", str(seeded_spec.path), "--dry-run", "--device", "cpu")
+    assert result.code == 0 and "IPC 1 MTT x seeds 0, 1" in result.out
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "benchmarks").glob("*/spec.toml")),
+                         ids=lambda p: p.parent.name)
+def test_shipped_specs_check(spec):
+    """Every recorded benchmark's spec names only real options (plugins' included)."""
+    pm = manager()
+    parsed = read_spec(spec)
+    if any(p not in pm.plugin_names() for m in parsed.methods for p in m.plugins):
+        pytest.skip("needs plugins that are not installed")
+    check_spec(parsed, build_parser(pm).commands)
+
+
+def test_the_edf_complex_spec_logs_the_area_on_every_row():
+    spec = read_spec(Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "spec.toml")
+    assert spec.seeds == [0, 1] and spec.ipcs == [10]
+    assert spec.datasets == ["cluttered-fashion-mnist", "fashion-mnist"]
+    rows = {m.name: m for m in spec.methods}
+    assert list(rows) == ["DATM", "DATM+CPD", "DATM+DAE", "DATM+CPD+DAE"]
+    for name, m in rows.items():
+        assert m.matcher == "datm" and "dae" in m.plugins and ("cpd" in m.plugins) == ("CPD" in name)
+        assert m.options.get("dae_measure_only", False) == ("DAE" not in name)
+    assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20

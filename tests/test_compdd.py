@@ -265,3 +265,63 @@ def test_stats_with_a_buffer_expert_as_the_model(toy_dataset, toy_buffer, tmp_pa
     r = run_cli("compdd", "stats", "--dataset", toy_dataset, "--buffer", toy_buffer, "--expert", "5",
                 "--out", tmp_path / "t.json", "--device", "cpu", "--quiet")
     assert r.code == 2 and "--expert must be in [0, 2)" in r.err
+
+
+# ---------------------------------------------------------------------------- localisation (datasets with boxes)
+
+
+def test_localisation_of_known_maps():
+    from ddtoolbox.compdd.stats import localisation
+
+    maps = torch.zeros(3, 1, 4, 4)
+    maps[0, 0, 0, :2] = 1.0                                   # two hot pixels, both in the box
+    maps[1, 0] = torch.arange(4.0).div(3).expand(4, 4)        # columns 0, 1/3, 2/3, 1
+    maps[2] = 0.4                                             # constant: says nothing
+    boxes = torch.tensor([[0, 0, 2, 1], [0, 0, 2, 4], [0, 0, 4, 4]])
+    loc = localisation(maps, boxes)
+    # map 1: mass in the left half = (0 + 1/3) / (0 + 1/3 + 2/3 + 1) = 1/6; above-mean (>= 0.5) pixels are
+    # columns 2 and 3, none of them in the box
+    assert loc["cam_mass_in_box"][:2].tolist() == pytest.approx([1.0, 1 / 6])
+    assert loc["above_mean_in_box"][:2].tolist() == pytest.approx([1.0, 0.0])
+    assert loc["box_area"].tolist() == pytest.approx([2 / 16, 0.5, 1.0])
+    assert loc["constant"].tolist() == [False, False, True]
+    assert torch.isnan(loc["cam_mass_in_box"][2]) and torch.isnan(loc["above_mean_in_box"][2])
+
+
+def _boxed_images(offset, n_per_class=3, seed=0):
+    """Black images with one bright rectangle; the box is the rectangle moved by ``offset`` pixels right."""
+    g = torch.Generator().manual_seed(seed)
+    x, y, boxes = [], [], []
+    for c in range(2):
+        for _ in range(n_per_class):
+            img = torch.zeros(1, SIZE, SIZE)
+            top, left = (int(v) for v in torch.randint(0, SIZE - 6, (2,), generator=g))
+            img[:, top:top + 4, left:left + 6] = 1.0
+            x.append(img)
+            y.append(c)
+            boxes.append([left + offset, top, left + 6 + offset, top + 4])
+    return torch.stack(x), torch.tensor(y), {"boxes": torch.tensor(boxes).clamp(0, SIZE)}
+
+
+@pytest.mark.parametrize("offset, inside", [(0, 1.0), (6, 0.0)])
+def test_stats_cli_reports_the_localisation_of_datasets_with_boxes(tmp_path, toy_dataset, offset, inside):
+    name = f"compdd-boxed-{offset}"
+    register_dataset(name, DatasetInfo(name, 1, (SIZE, SIZE), 2, (0.0,), (1.0,), ("a", "b")),
+                     lambda folder, split: _boxed_images(offset), replace=True)
+    torch.save(Probe(1, 2).state_dict(), tmp_path / "probe.pt")
+    r = run_cli("compdd", "stats", "--dataset", name, "--model", "CompddProbe", "--weights", tmp_path / "probe.pt",
+                "--out", tmp_path / "s.json", "--examples", "0", "--device", "cpu", "--quiet")
+    assert r.code == 0, r.err
+    loc = json.loads((tmp_path / "s.json").read_text())["localisation"]
+    # the probe's map is the image: all its mass and all above-mean pixels are on the rectangle
+    assert loc["images"] == 6 and loc["constant_maps"] == 0
+    assert loc["cam_mass_in_box"] == pytest.approx(inside) and loc["above_mean_in_box"] == pytest.approx(inside)
+    assert 0 < loc["box_area"] <= 24 / SIZE ** 2
+    assert "in the object box" in r.out
+    # a dataset without boxes has no localisation
+    torch.save(Probe(1, 4).state_dict(), tmp_path / "probe4.pt")
+    r = run_cli("compdd", "stats", "--dataset", toy_dataset, "--model", "CompddProbe", "--weights",
+                tmp_path / "probe4.pt", "--out", tmp_path / "t.json", "--examples", "0", "--device", "cpu", "--quiet",
+                "--max-images", "8")
+    assert r.code == 0, r.err
+    assert "localisation" not in json.loads((tmp_path / "t.json").read_text())

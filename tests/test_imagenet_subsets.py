@@ -113,11 +113,12 @@ def test_prepare_writes_a_cache_that_the_dataset_loads(tmp_path):
     test = load_dataset("imagenette", "test", tmp_path / "dd")
     assert train.images.shape == (20, 3, 128, 128) and test.images.shape == (10, 3, 128, 128)
     assert train.labels.tolist() == [c for c in range(10) for _ in range(2)]
-    # the reference transform, recomputed independently: shorter side 128, centre crop, ImageNet stats
+    # the reference transform, recomputed independently: the whole image squashed to 128 x 128, ImageNet stats
     from torchvision.transforms import functional as TF
 
+    assert meta["resize"] == "squash" and train.info.resize == test.info.resize == "squash"
     with Image.open(root / "train" / s.wnids[3] / f"{s.wnids[3]}_0.JPEG") as im:
-        ref = TF.to_tensor(TF.center_crop(TF.resize(im.convert("RGB"), 128), [128, 128]))
+        ref = TF.to_tensor(TF.resize(im.convert("RGB"), [128, 128]))
     ref = TF.normalize(ref, IMAGENET_MEAN, IMAGENET_STD)
     assert torch.allclose(train.images[6], ref, atol=0.6 / 255 / min(IMAGENET_STD))
 

@@ -19,7 +19,7 @@ def test_every_model_builds_and_runs(name, channels, size):
 
 
 def test_parameter_counts_match_the_literature():
-    # reference-notes section 1: ConvNet-3 on 32 px / 10 classes 320,010; ConvNetD5 on 128 px 615,690
+    # the references' counts: ConvNet-3 on 32 px / 10 classes 320,010; ConvNetD5 on 128 px 615,690
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(create_model("ConvNet", 3, 10, 32)) == 320_010
     assert count(create_model("ConvNetD5", 3, 10, 128)) == 615_690

@@ -141,7 +141,9 @@ def render(spec: Spec, out: Path) -> dict:
     results = collect(spec, out)
     done, total = len(results["cells"]), len(cells_of(spec))
     text = f"# {spec.title}\n\n{markdown_table(spec, results)}\n"
-    text += f"Mean ± std of test accuracy (%) over fresh networks; {done} of {total} cells finished.\n\n"
+    pooled = (f", pooled over distillation seeds {', '.join(map(str, spec.seeds))} (each seed distilled and "
+              f"evaluated separately; std over every seed x network)") if spec.seeds else ""
+    text += f"Mean ± std of test accuracy (%) over fresh networks{pooled}; {done} of {total} cells finished.\n\n"
     text += provenance(spec, results)
     written = {"markdown": atomic_write(out / "table.md", lambda fh: fh.write(text.encode())),
                "csv": atomic_write(out / "table.csv", lambda fh: fh.write(csv_table(spec, results).encode()))}

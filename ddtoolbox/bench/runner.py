@@ -5,11 +5,15 @@ Layout under the output folder::
     buffers/<dataset>/               one expert buffer per dataset ('ddtool buffer --resume')
     full/<dataset>/result.json       full-data accuracy, when the spec has [full]
     cells/<dataset>/ipc<N>/<method>/ run/ (distill output), eval.json, log.txt, result.json
+        seed<S>/                     with [bench] seeds: run/, eval.json, result.json per seed
 
 A cell counts as done exactly when its ``result.json`` exists. A cell is computed in
 ``<method>.new/`` and renamed into place only once its ``result.json`` is written, so an
 interrupted cell is never half-counted and a finished cell being rerun is kept until its
-replacement succeeds. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
+replacement succeeds. With several seeds (``[bench] seeds``) each seed folder follows the same
+rule inside the staging folder, so an interrupted cell keeps the seeds it finished (under the
+settings the spec still has) and reruns only the others; the cell's ``result.json`` pools every
+seed's networks. Each step runs as its own ``ddtool`` process (``execute`` can be swapped, which the
 tests do), so one cell's plugins, RNG or crash cannot leak into the next.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -162,54 +167,57 @@ class BenchRunner:
 
     def settings(self, cell: Cell) -> dict:
         """What the spec asks of ``cell``; recorded with its result so that spec edits are noticed."""
+        seeds = {"seeds": self.spec.seeds} if self.spec.seeds is not None else {}
         if cell.method.random:
             return {"random": True, "model": self.spec.network,
-                    "eval": self.spec.eval_options(cell.ipc)}
+                    "eval": self.spec.eval_options(cell.ipc), **seeds}
         return {"buffer": self.spec.buffer, "matcher": cell.method.matcher, "plugins": cell.method.plugins,
-                "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc)}
+                "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc),
+                **seeds}
 
     def changed(self, cell: Cell) -> bool:
         """Finished, but under settings the spec no longer has."""
         result = cell_result(self.out, cell)
         return result is not None and result.get("settings") != self.settings(cell)
 
-    def commands_of(self, cell: Cell, folder: Path) -> list[list[str]]:
-        """The ``ddtool`` command lines that compute ``cell`` in ``folder``."""
+    def commands_of(self, cell: Cell, folder: Path, seed_flags=()) -> list[list[str]]:
+        """The ``ddtool`` command lines that compute ``cell`` in ``folder`` (``seed_flags`` follow the common flags)."""
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
             model = self.flags("eval", self.spec.network)
             return [["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
-                     "--json", str(eval_json), *self.common]]
+                     "--json", str(eval_json), *self.common, *seed_flags]]
         run_dir = folder / "run"
         plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
         return [["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
                  "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
                  "--matcher", cell.method.matcher, *plugins,
-                 *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common],
+                 *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common,
+                 *seed_flags],
                 ["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
-                 "--json", str(eval_json), *self.common]]
+                 "--json", str(eval_json), *self.common, *seed_flags]]
 
     def run_cell(self, cell: Cell) -> dict:
         """Compute ``cell`` in a staging folder and swap it in only when it succeeded, so a finished
         cell being rerun (--rerun-changed) is kept until its replacement is complete."""
         folder = cell.folder(self.out)
         staging = folder.with_name(folder.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)        # an interrupted earlier attempt starts from scratch
         if folder.exists() and not (folder / "result.json").exists():
             shutil.rmtree(folder)                          # the remains of an attempt from before staging
-        log, start = staging / "log.txt", time.time()
         if not cell.method.random:
             self.ensure_buffer(cell.dataset)
-        commands = self.commands_of(cell, staging)
-        for argv in commands:
-            self.execute(argv, log)
-        evaluation = read_json(staging / "eval.json", "evaluation result", f"see {log}")
-        record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
-                  "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                  "settings": self.settings(cell),
-                  "commands": ["ddtool " + shlex.join(a).replace(str(staging), str(folder)) for a in commands],
-                  "seconds": round(time.time() - start, 1), **self.environment}
+        if self.spec.seeds is not None:
+            record = self._run_seeds(cell, staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)    # an interrupted earlier attempt starts from scratch
+            start = time.time()
+            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [])
+            record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
+                      "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
+                      "settings": self.settings(cell), "commands": commands,
+                      "seconds": round(time.time() - start, 1), **self.environment}
+        record["commands"] = [c.replace(str(staging), str(folder)) for c in record["commands"]]
         write_json(staging / "result.json", record)
         retired = folder.with_name(folder.name + ".old")
         shutil.rmtree(retired, ignore_errors=True)
@@ -218,6 +226,45 @@ class BenchRunner:
         staging.rename(folder)
         shutil.rmtree(retired, ignore_errors=True)
         return record
+
+    def _run_seeds(self, cell: Cell, folder: Path) -> dict:
+        """Every seed of ``cell`` not finished yet, each in ``folder/seed<S>/``; then the pooled record."""
+        settings = self.settings(cell)
+        wanted = {f"seed{s}" for s in self.spec.seeds}
+        if folder.exists():  # keep the seeds an interrupted attempt finished under these settings
+            for entry in folder.iterdir():
+                done = entry / "result.json"
+                keep = entry.name in wanted and done.is_file() and \
+                    read_json(done, "seed result", f"delete {entry}").get("settings") == settings
+                if not keep:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        start, per_seed, commands = time.time(), [], []
+        for seed in self.spec.seeds:
+            sub = folder / f"seed{seed}"
+            done = sub / "result.json"
+            if not done.is_file():
+                t = time.time()
+                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)])
+                write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
+                                  "runs": evaluation["runs"], "settings": settings, "commands": argvs,
+                                  "seconds": round(time.time() - t, 1), **self.environment})
+            result = read_json(done, "seed result", f"delete {sub} to rerun it")
+            per_seed.append({k: result[k] for k in ("seed", "mean", "std", "runs", "seconds")})
+            commands += result["commands"]
+        runs = [acc for r in per_seed for acc in r["runs"]]
+        return {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
+                "mean": statistics.fmean(runs), "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
+                "runs": runs, "seeds": list(self.spec.seeds), "per_seed": per_seed, "settings": settings,
+                "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
+                "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
+
+    def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str]) -> tuple[dict, list[str]]:
+        """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run."""
+        commands = self.commands_of(cell, folder, seed_flags)
+        for argv in commands:
+            self.execute(argv, log)
+        return read_json(folder / "eval.json", "evaluation result", f"see {log}"), \
+            ["ddtool " + shlex.join(a) for a in commands]
 
     def check(self, manager, only: set[str] | None = None) -> None:
         """Every cell's commands parse and make valid settings, every matcher, plugin and dataset

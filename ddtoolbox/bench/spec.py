@@ -6,6 +6,7 @@
     title = "Fashion-MNIST, CPU-sized"
     datasets = ["fashion-mnist"]
     ipcs = [1, 10]
+    seeds = [0, 1]                # optional: run every cell once per seed (default: once, with --seed)
 
     [buffer]                      # 'ddtool buffer' options, one buffer per dataset
     width = 32
@@ -80,6 +81,7 @@ class Spec:
     eval: dict
     per_ipc: dict                     #: {ipc: {"distill": {...}, "eval": {...}}}
     full: dict | None                 #: train-full options, or None for no full-data row
+    seeds: list[int] | None = None    #: run each cell once per seed (distill and eval); None: once, with --seed
 
     @property
     def network(self) -> dict:
@@ -128,10 +130,18 @@ def read_spec(path) -> Spec:
     full = data.get("full")
     if full is not None and not isinstance(full, dict):
         raise UsageError(f"{where}: [full] must be a table of 'ddtool train-full' options")
+    seeds = bench.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
+                                  and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise UsageError(f"{where}: [bench] seeds must be a list of distinct non-negative integers, e.g. "
+                         f"seeds = [0, 1] (got {seeds!r}); leave it out to run each cell once with --seed")
+    unknown = sorted(set(bench) - {"title", "datasets", "ipcs", "seeds"})
+    if unknown:
+        raise UsageError(f"{where}: unknown [bench] key(s) {unknown}; known: datasets, ipcs, seeds, title")
     return Spec(path=path, title=str(bench.get("title", path.stem)), datasets=datasets, ipcs=sorted(set(ipcs)),
                 methods=methods, buffer=_table(data, "buffer", where, required=False),
                 distill=_table(data, "distill", where, required=False), eval=_table(data, "eval", where, required=False),
-                per_ipc=per_ipc, full=full)
+                per_ipc=per_ipc, full=full, seeds=seeds)
 
 
 def check_spec(spec: Spec, parsers: dict) -> None:

@@ -58,12 +58,15 @@ def mean_activation(maps: torch.Tensor) -> torch.Tensor:
 
 
 def dataset_batches(ds: TensorDataset, batch: int = BATCH, max_per_class: int | None = None,
-                    seed: int = 0) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], int]:
+                    seed: int = 0, with_boxes: bool = False) -> tuple[Iterator[tuple[torch.Tensor, ...]], int]:
     """Batches of ``(images, labels)`` from an in-memory dataset, and how many images they hold.
 
     ``max_per_class`` takes a random (seeded) sample of at most that many images of each class, so
-    a quick estimate stays balanced across classes.
+    a quick estimate stays balanced across classes. ``with_boxes`` yields ``(images, labels,
+    boxes)`` for a dataset that has object boxes.
     """
+    if with_boxes and ds.boxes is None:
+        raise ValueError(f"{ds.info.name} has no object boxes")
     if max_per_class:
         g = torch.Generator().manual_seed(seed)
         keep = []
@@ -77,7 +80,10 @@ def dataset_batches(ds: TensorDataset, batch: int = BATCH, max_per_class: int | 
     def gen():
         for start in range(0, len(order), batch):
             idx = order[start:start + batch]
-            yield ds.images[idx], ds.labels[idx]
+            if with_boxes:
+                yield ds.images[idx], ds.labels[idx], ds.boxes[idx]
+            else:
+                yield ds.images[idx], ds.labels[idx]
 
     return gen(), len(order)
 
@@ -123,16 +129,17 @@ def imagenet_batches(root, wnids: list[str], split: str = "train", batch: int = 
 
 def iterate_maps(cam: CamModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], targets: torch.Tensor,
                  total: int, device, progress: bool = True, desc: str = "grad-cam") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Grad-CAM maps (on the CPU) and labels, batch by batch, for each image's own class."""
+    """Grad-CAM maps (on the CPU) and labels, batch by batch, for each image's own class; anything
+    a batch holds beyond images and labels (boxes) is passed along after them."""
     from tqdm import tqdm
 
     targets = targets.to(device)
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
-        for images, labels in batches:
+        for images, labels, *rest in batches:
             images = images.to(device)
             maps = G.gradcam_maps(cam.model, images, targets[labels.to(device)], cam.layers)
             bar.update(len(images))
-            yield maps.cpu(), labels.cpu()
+            yield (maps.cpu(), labels.cpu(), *rest)
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -85,6 +85,9 @@ def _from_buffer(info, path, expert, model, weights):
         raise UsageError(f"buffer {path} holds {buf.meta['model']} experts, not {model}; drop --model")
     if not 0 <= expert < buf.num_experts:
         raise UsageError(f"--expert must be in [0, {buf.num_experts}) for buffer {path} (got {expert})")
+    if buf.meta.get("zca"):
+        raise UsageError(f"buffer {path} was trained on ZCA-whitened images, which compdd does not make; use a buffer "
+                         f"made without --zca")
     if buf.meta["dataset"] != info.name:
         warn(f"buffer {path} was trained on {buf.meta['dataset']}, not {info.name}; its maps describe how a "
              f"{buf.meta['dataset']} network sees {info.name}")

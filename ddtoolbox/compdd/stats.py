@@ -13,6 +13,18 @@ images) plus the distributions behind them, so two datasets can be put side by s
 
 Maps are for each image's true class, so the numbers describe the object a label names, not
 whatever the model happens to predict.
+
+For a dataset that knows where its object is (``TensorDataset.boxes``, e.g. cluttered
+Fashion-MNIST), a localisation score says how much of the map falls on the object:
+
+* ``cam_mass_in_box``: the share of each map's total activation that lies inside the object box;
+* ``above_mean_in_box``: the share of each map's pixels at or above that map's mean (DAE's
+  "discriminative" pixels, Eq. 4) that lie inside the box;
+* ``box_area``: the box's share of the image, i.e. what both scores would be for a map that
+  ignores the object (uniform mass, or above-mean pixels scattered evenly).
+
+Constant maps (no positive evidence anywhere) say nothing about where the object is; they are left
+out of the localisation means and counted (``constant_maps``).
 """
 
 from __future__ import annotations
@@ -28,13 +40,53 @@ from .models import CamModel
 BINS = 20
 
 
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(N, 1, H, W)`` bool masks of ``(N, 4)`` boxes ``(x0, y0, x1, y1)`` (end exclusive)."""
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    return ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)).unsqueeze(1)
+
+
+def localisation(maps: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image: ``cam_mass_in_box``, ``above_mean_in_box``, ``box_area`` (float64, ``(N,)``) and
+    ``constant`` (bool, ``(N,)``: maps whose scores are undefined and set to NaN)."""
+    if maps.dim() != 4 or maps.shape[1] != 1 or boxes.shape != (maps.shape[0], 4):
+        raise ValueError(f"need maps (N, 1, H, W) and boxes (N, 4); got {tuple(maps.shape)} and {tuple(boxes.shape)}")
+    m = maps.double()
+    inside = box_masks(boxes.cpu().long(), m.shape[-2], m.shape[-1]).to(m.device)
+    flat, box = m.flatten(1), inside.flatten(1)
+    total = flat.sum(1)
+    constant = flat.amax(1) == flat.amin(1)
+    nan = torch.full_like(total, float("nan"))
+    mass = torch.where(constant, nan, (flat * box).sum(1) / torch.where(constant, torch.ones_like(total), total))
+    above = flat >= flat.mean(1, keepdim=True)
+    share = (above & box).sum(1).double() / above.sum(1).clamp(min=1).double()
+    return {"cam_mass_in_box": mass, "above_mean_in_box": torch.where(constant, nan, share),
+            "box_area": box.double().mean(1), "constant": constant}
+
+
+def _localisation_summary(parts: list[dict]) -> dict:
+    joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    keep = ~joined["constant"]
+    out = {"images": int(keep.sum()), "constant_maps": int(joined["constant"].sum())}
+    for key in ("cam_mass_in_box", "above_mean_in_box", "box_area"):
+        values = joined[key][keep]
+        out[key] = float(values.mean()) if len(values) else float("nan")
+        out[f"{key}_std"] = float(values.std(unbiased=False)) if len(values) else float("nan")
+    return out
+
+
 def activation_stats(cam: CamModel, batches, targets: torch.Tensor, total: int, device, *,
                      threshold: float = THRESHOLD, bins: int = BINS, progress: bool = True) -> dict:
-    """The statistics above, as plain numbers (JSON-ready)."""
+    """The statistics above, as plain numbers (JSON-ready); with batches of ``(images, labels,
+    boxes)``, also ``localisation``."""
     pix = torch.zeros(bins, dtype=torch.float64)
     frac_hist = torch.zeros(bins, dtype=torch.float64)
-    means, fracs = [], []
-    for maps, _ in iterate_maps(cam, batches, targets, total, device, progress, desc="activation stats"):
+    means, fracs, located = [], [], []
+    for maps, _, *boxes in iterate_maps(cam, batches, targets, total, device, progress, desc="activation stats"):
+        if boxes:
+            located.append(localisation(maps, boxes[0]))
         pix += torch.histc(maps.double(), bins=bins, min=0.0, max=1.0)
         f = high_activation_fraction(maps, threshold).double()
         frac_hist += torch.histc(f, bins=bins, min=0.0, max=1.0)
@@ -44,6 +96,7 @@ def activation_stats(cam: CamModel, batches, targets: torch.Tensor, total: int, 
         raise UsageError("no images to measure; check --split and --max-images")
     m, f = torch.cat(means), torch.cat(fracs)
     edges = [round(i / bins, 6) for i in range(bins + 1)]
+    extra = {"localisation": _localisation_summary(located)} if located else {}
     return {
         "images": len(f), "threshold": threshold,
         "mean_activation": float(m.mean()), "mean_activation_std": float(m.std(unbiased=False)),
@@ -52,6 +105,7 @@ def activation_stats(cam: CamModel, batches, targets: torch.Tensor, total: int, 
         "bin_edges": edges,
         "pixel_histogram": (pix / pix.sum()).tolist(),
         "fraction_histogram": (frac_hist / frac_hist.sum()).tolist(),
+        **extra,
     }
 
 
@@ -100,6 +154,12 @@ def plot_stats(results: list[dict], path) -> None:
 
 def summary_line(r: dict) -> str:
     sd = r["high_activation_fraction_std"]
-    return (f"{r['label']}: {r['images']} images, mean activation {r['mean_activation']:.4f} "
+    line = (f"{r['label']}: {r['images']} images, mean activation {r['mean_activation']:.4f} "
             f"(sd {r['mean_activation_std']:.4f}), pixels >= {r['threshold']:g}: "
             f"{100 * r['high_activation_fraction']:.2f}% (sd {100 * sd:.2f}%)")
+    loc = r.get("localisation")
+    if loc:
+        line += (f"; in the object box: {100 * loc['cam_mass_in_box']:.1f}% of the map's mass, "
+                 f"{100 * loc['above_mean_in_box']:.1f}% of its above-mean pixels (the box covers "
+                 f"{100 * loc['box_area']:.1f}% of the image)")
+    return line

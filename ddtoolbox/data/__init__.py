@@ -12,7 +12,7 @@ formats), ``registry`` (names, loading, cache) and ``builtin`` (the shipped regi
 """
 
 from .dataset import TensorDataset
-from .info import DatasetInfo
+from .info import DatasetInfo, check_same_images, image_record
 from .locate import ENV_VAR, DataLocation
 from .normalization import denormalize, normalize
 from .registry import (
@@ -29,6 +29,8 @@ from . import builtin as _builtin  # noqa: F401  (registers every shipped datase
 __all__ = [
     "DataLocation",
     "DatasetInfo",
+    "check_same_images",
+    "image_record",
     "ENV_VAR",
     "Loader",
     "TensorDataset",

@@ -21,6 +21,12 @@ patches, a width-32 ConvNet stayed near chance after the few CPU minutes the ben
 nothing. Everything is drawn from ``numpy.random.default_rng([seed, split])``: the same seed and
 source images give the same dataset on every machine, and train and test use different streams.
 
+Each garment's box comes with it: ``(x0, y0, x1, y1)`` on the canvas (pixels, end exclusive), the
+tightest box around the shrunk garment's non-zero pixels (so the black margin of the original
+28 x 28 frame is not counted as object). The boxes need no random draws of their own, so asking for
+them changes no image; they are what ``ddtool compdd stats`` measures its localisation scores
+against (``TensorDataset.boxes``).
+
 The registered ``cluttered-fashion-mnist`` (alias ``cluttered-fmnist``) is seed 0 with the defaults
 below, generated from the Fashion-MNIST files when first loaded (about two seconds for both splits);
 :func:`make_cluttered` makes other variants.
@@ -58,10 +64,13 @@ def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
 
 def make_cluttered(images: np.ndarray, seed: int = SEED, *, stream: int = 0, canvas: int = CANVAS,
                    object_size: tuple[int, int] = OBJECT_SIZE, patch_size: tuple[int, int] = PATCH_SIZE,
-                   distractors: int = DISTRACTORS, contrast: float = CONTRAST) -> np.ndarray:
+                   distractors: int = DISTRACTORS, contrast: float = CONTRAST, return_boxes: bool = False):
     """Cluttered versions of ``images`` ((N, H, W) uint8, black background) as (N, canvas, canvas) uint8.
 
-    Image ``i`` of the output shows image ``i`` of the input, so labels carry over unchanged.
+    Image ``i`` of the output shows image ``i`` of the input, so labels carry over unchanged. With
+    ``return_boxes``, also each garment's box as an (N, 4) int64 array ``(x0, y0, x1, y1)``: the
+    tightest box around the shrunk garment's non-zero pixels on the canvas, end exclusive (the whole
+    placed square for a blank garment).
     """
     images = np.asarray(images, dtype=np.uint8)
     n, h, w = images.shape
@@ -97,13 +106,24 @@ def make_cluttered(images: np.ndarray, seed: int = SEED, *, stream: int = 0, can
             if contrast != 1.0:
                 patch = (patch * contrast).astype(np.uint8)
             np.maximum(region, patch, out=region)
+    boxes = np.zeros((n, 4), dtype=np.int64)
     for s in np.unique(sizes):
         idx = np.nonzero(sizes == s)[0]
         small = _resize_batch(images[idx], int(s))
         for row, i in enumerate(idx):
             region = out[i, oy[i]:oy[i] + s, ox[i]:ox[i] + s]
             np.maximum(region, small[row], out=region)
-    return out
+            boxes[i] = _box(small[row], ox[i], oy[i])
+    return (out, boxes) if return_boxes else out
+
+
+def _box(garment: np.ndarray, left: int, top: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of ``garment``'s non-zero pixels once placed at ``(left, top)``."""
+    rows, cols = np.nonzero(garment.any(1))[0], np.nonzero(garment.any(0))[0]
+    if not len(rows):
+        s = garment.shape[0]
+        return left, top, left + s, top + s
+    return left + cols[0], top + rows[0], left + cols[-1] + 1, top + rows[-1] + 1
 
 
 def dataset_stats(images: np.ndarray) -> tuple[float, float]:
@@ -123,5 +143,5 @@ def load(folder, split):
     source = find_data_root("fashion-mnist", folder)
     images, labels = load_idx_split(source, split, 10, "re-download it, or for the system copy run "
                                     "apt-get install --reinstall dataset-fashion-mnist")
-    cluttered = make_cluttered(images, SEED, stream=_SPLIT_STREAM[split])
-    return cluttered[:, None], labels
+    cluttered, boxes = make_cluttered(images, SEED, stream=_SPLIT_STREAM[split], return_boxes=True)
+    return cluttered[:, None], labels, {"boxes": boxes}

@@ -34,11 +34,20 @@ class TensorDataset:
     Tensors may be shared with the loader's in-process cache (see
     :func:`ddtoolbox.data.load_dataset`): never modify ``images`` or ``labels`` in place; derive
     new tensors instead.
+
+    Optional, carried along by :meth:`subset` and :meth:`to`:
+
+    * ``boxes``: ``(N, 4)`` int64 object boxes ``(x0, y0, x1, y1)`` in pixels (end exclusive), for
+      datasets that know where their object is (cluttered Fashion-MNIST);
+    * ``whitening``: the fitted ZCA transform the images went through (``info.zca``), used to turn
+      whitened images back into pictures (:meth:`unwhiten`).
     """
 
     images: Tensor
     labels: Tensor
     info: DatasetInfo
+    boxes: Tensor | None = None
+    whitening: object = None
 
     def __post_init__(self) -> None:
         # Catch a malformed registration at construction rather than deep inside a training loop.
@@ -49,13 +58,35 @@ class TensorDataset:
             raise ValueError(f"{self.info.name}: images must be float32, got {self.images.dtype}")
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{self.info.name}: labels must be int64 of shape ({self.images.shape[0]},)")
+        if self.boxes is not None and (self.boxes.dtype != torch.int64 or self.boxes.shape != (len(self.images), 4)):
+            raise ValueError(f"{self.info.name}: boxes must be int64 of shape ({self.images.shape[0]}, 4)")
+        if (self.whitening is not None) != self.info.zca:
+            raise ValueError(f"{self.info.name}: info.zca is {self.info.zca} but the whitening transform is "
+                             f"{'missing' if self.whitening is None else 'given'}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> "TensorDataset":
         """Copy to a device once, so per-step class sampling does not cross the bus."""
-        return TensorDataset(self.images.to(device), self.labels.to(device), self.info)
+        return TensorDataset(self.images.to(device), self.labels.to(device), self.info,
+                             None if self.boxes is None else self.boxes.to(device), self.whitening)
+
+    def select(self, index: Tensor) -> "TensorDataset":
+        """The images (and boxes) at ``index``, with the same info and whitening."""
+        boxes = None if self.boxes is None else self.boxes[index.to(self.boxes.device)]
+        return TensorDataset(self.images[index], self.labels[index], self.info, boxes, self.whitening)
+
+    def unwhiten(self, images: Tensor) -> Tensor:
+        """``images`` in plain normalised space: the ZCA transform undone (a no-op without ZCA).
+
+        For pictures only: the synthetic images of a whitened run live in whitened space.
+        """
+        if self.whitening is None:
+            return images
+        from .zca import unwhiten
+
+        return unwhiten(self.whitening, images)
 
     def _check_class(self, c: int) -> int:
         if not 0 <= int(c) < self.info.num_classes:
@@ -117,7 +148,7 @@ class TensorDataset:
             chosen.append(idx[torch.randperm(idx.numel(), generator=gen)[:k]])
         picked = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.int64)
         order = torch.sort(picked).values.to(self.labels.device)
-        return TensorDataset(self.images[order], self.labels[order], self.info)
+        return self.select(order)
 
     def sample_per_class(self, ipc: int, generator: torch.Generator | int) -> tuple[Tensor, Tensor]:
         """``ipc`` random images of every class, grouped by class in class order.

@@ -174,7 +174,7 @@ def describe(
         labels = torch.tensor(train.labels, dtype=torch.int64)
         mean, std = channel_stats(images)
     info = DatasetInfo(name=name, channels=channels, image_size=hw, num_classes=len(classes),
-                       mean=mean, std=std, class_names=classes)
+                       mean=mean, std=std, class_names=classes, resize="crop" if image_size else None)
     return info, images, labels
 
 

@@ -31,7 +31,7 @@ from importlib import resources
 from .info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
 
 WNID_FILE = "imagenet_wnids.txt"
-IMAGE_SIZE = 128  # the ImageNet-subset convention: shorter side 128, centre crop 128
+IMAGE_SIZE = 128  # the ImageNet-subset convention: 128 x 128 (see prepare.py for how images are resized)
 
 
 @lru_cache(maxsize=1)

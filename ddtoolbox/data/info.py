@@ -16,6 +16,14 @@ class DatasetInfo:
 
     Frozen and made of tuples so it can be hashed, compared and stored next to a synthetic set:
     a distilled set is only meaningful together with the normalisation it was learned under.
+
+    The last two fields describe how the loaded pixels were made rather than the dataset itself;
+    buffers and synthetic sets record them and the commands refuse to mix sets that differ:
+
+    * ``resize``: how the images were brought to ``image_size``: ``None`` for datasets stored at
+      their size, ``"squash"`` (whole image resized, aspect ratio not kept) or ``"crop"`` (shorter
+      side resized, then a centred square) for prepared ImageNet subsets and resized image folders.
+    * ``zca``: the images are ZCA-whitened after normalisation (:mod:`ddtoolbox.data.zca`).
     """
 
     name: str
@@ -25,6 +33,8 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
+    resize: str | None = None
+    zca: bool = False
 
     def __post_init__(self) -> None:
         # These are programming errors in a registration, not user input, hence ValueError.
@@ -36,6 +46,13 @@ class DatasetInfo:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"{self.name}: image_size must be (H, W) with positive entries")
+        if self.resize not in RESIZE_MODES + (None,):
+            raise ValueError(f"{self.name}: resize must be one of {RESIZE_MODES} or None, got {self.resize!r}")
+
+
+#: how images of other sizes are brought to a square: the whole image resized (the reference
+#: implementations' way for ImageNet subsets), or the shorter side resized and the centre cropped
+RESIZE_MODES = ("squash", "crop")
 
 
 # Normalisation constants. These are the values the dataset-distillation literature uses (DC, DSA,
@@ -70,3 +87,33 @@ CIFAR100_CLASSES = (
     "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )
 assert len(CIFAR100_CLASSES) == 100 and list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)
+
+
+def image_record(info: DatasetInfo) -> dict:
+    """How the images of ``info`` were made, as buffers and synthetic sets record it."""
+    return {"resize": info.resize, "zca": bool(info.zca)}
+
+
+def check_same_images(now: DatasetInfo, recorded: dict, what: str, remake: str) -> None:
+    """Refuse to combine images made differently (:func:`image_record`) in one line that names the fix.
+
+    :param now: the info of the split loaded now.
+    :param recorded: what ``what`` (a buffer, a synthetic set, the train split) was made from; a
+        record without ``resize`` or ``zca`` keys counts as unresized and un-whitened.
+    :param remake: the other way out, e.g. "make the buffer again with 'ddtool buffer'".
+    """
+    from ddtoolbox.errors import UsageError
+
+    then = recorded.get("resize")
+    if now.resize != then:
+        if then is None:
+            raise UsageError(f"{what} does not record a --resize, but the {now.name} images found now were prepared "
+                             f"with --resize {now.resize}; {remake}")
+        found = f"--resize {now.resize}" if now.resize else "no recorded --resize"
+        raise UsageError(f"{what} was made from {now.name} prepared with --resize {then}, but the cache found now has "
+                         f"{found}; point --data-root at a cache from 'ddtool data prepare --resize {then}', or {remake}")
+    zca = bool(recorded.get("zca", False))
+    if bool(now.zca) != zca:
+        if zca:
+            raise UsageError(f"{what} was made from ZCA-whitened images; add --zca, or {remake}")
+        raise UsageError(f"{what} was made from images without ZCA whitening; drop --zca, or {remake}")

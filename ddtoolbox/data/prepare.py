@@ -7,10 +7,22 @@ as uint8 tensors: ``OUT/train.pt`` (ImageNet ``train/``), ``OUT/test.pt`` (Image
 ``--dataset imagenette`` from there and applies the ImageNet normalisation, like every other
 dataset (normalisation is not baked into the cache, so one constant lives in one place).
 
-The transform is the reference's: shorter side resized to 128 (bilinear, antialiased) then a
-centred 128 x 128 crop, computed with torchvision's own ``resize`` and ``center_crop`` so the
-rounding of the crop offset is the one the reference code gets. Storing uint8 costs at most half a
-grey level against resizing in floating point.
+How images become 128 x 128 (``--resize``):
+
+* ``squash`` (default): the whole image resized to 128 x 128, aspect ratio not kept. This is what
+  the MTT, DATM and EDF code does to ImageNet subsets (its centre crop to 128 x 128 after that
+  resize is a no-op), so only this choice gives numbers comparable with the papers'.
+* ``crop``: shorter side resized to 128, then a centred 128 x 128 crop: keeps the aspect ratio but
+  cuts off the sides of wide images.
+
+Both resize bilinearly with antialiasing through torchvision's own ``resize`` (and ``center_crop``,
+so the crop offset is rounded as torchvision rounds it), on the decoded 8-bit image. The references
+resize the normalised float tensor instead; storing uint8 costs at most half a grey level.
+
+The choice is written into the cache (``meta.json`` and both split files) and the registry hands it
+on as ``DatasetInfo.resize``; buffers and synthetic sets record it, and ``distill`` and ``eval``
+refuse to mix a buffer or a synthetic set with a cache prepared the other way. A cache from before
+this choice was recorded is refused until it is prepared again.
 
 Where the cache goes: ``--out`` if given, else ``DATA_ROOT/<subset>`` for ``--data-root`` or
 ``$DDTOOL_DATA``, else ``~/.cache/ddtoolbox/<subset>`` (``$XDG_CACHE_HOME`` respected): exactly the
@@ -39,7 +51,19 @@ FORMAT = "ddtoolbox-imagenet-subset"
 FORMAT_VERSION = 1
 #: ImageNet folder -> registry split
 SPLITS = {"train": "train", "val": "test"}
-TRANSFORM = f"resize shorter side to {IMAGE_SIZE} (bilinear, antialiased), centre crop {IMAGE_SIZE}x{IMAGE_SIZE}"
+#: ``--resize`` -> what it does, as recorded in the cache's metadata
+TRANSFORMS = {
+    "squash": f"resize the whole image to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear, antialiased; aspect ratio not kept)",
+    "crop": f"resize shorter side to {IMAGE_SIZE} (bilinear, antialiased), centre crop {IMAGE_SIZE}x{IMAGE_SIZE}",
+}
+DEFAULT_RESIZE = "squash"
+
+
+def check_resize(resize: str) -> str:
+    if resize not in TRANSFORMS:
+        raise UsageError(f"--resize must be one of {', '.join(TRANSFORMS)} (got {resize!r}); squash is what the "
+                         f"reference implementations do")
+    return resize
 
 
 def is_prepared_dir(path: Path) -> bool:
@@ -101,23 +125,28 @@ def list_subset_files(imagenet_root, wnids, what: str = "this subset") -> dict[s
     return out
 
 
-def transform_image(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
-    """One image file -> (3, size, size) uint8, with the reference transform."""
+def transform_image(path: Path, size: int = IMAGE_SIZE, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """One image file -> (3, size, size) uint8: ``resize`` ``squash`` (the references') or ``crop``."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
+    check_resize(resize)
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")  # ImageNet holds a few CMYK and grey JPEGs
-            im = TF.resize(im, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            im = TF.center_crop(im, [size, size])
+            if resize == "squash":
+                im = TF.resize(im, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            else:
+                im = TF.resize(im, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+                im = TF.center_crop(im, [size, size])
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise UsageError(f"cannot read image {path} ({exc}); replace or delete the file") from None
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress: bool,
+                resize: str = DEFAULT_RESIZE) -> tuple[torch.Tensor, torch.Tensor]:
     from tqdm import tqdm
 
     images = torch.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
@@ -126,7 +155,7 @@ def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, file=sys.stderr)
     # PIL releases the GIL while decoding and resizing, so threads scale without pickling images
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, arr in enumerate(pool.map(transform_image, paths)):
+        for i, arr in enumerate(pool.map(lambda p: transform_image(p, IMAGE_SIZE, resize), paths)):
             images[i] = torch.from_numpy(arr)
             bar.update(1)
     bar.close()
@@ -134,8 +163,9 @@ def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress
 
 
 def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, data_root=None, workers: int = 1,
-                   progress: bool = True, warn=warn) -> dict:
+                   progress: bool = True, warn=warn, resize: str = DEFAULT_RESIZE) -> dict:
     """Decode, transform and cache one subset; return the summary written to ``meta.json``."""
+    check_resize(resize)
     sub = subset if isinstance(subset, ImageNetSubset) else get_subset(subset)
     message = duplicate_warning(sub)
     if message:
@@ -145,10 +175,11 @@ def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, dat
     target = output_dir(sub.name, out, data_root)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "subset": sub.name, "title": sub.title,
             "wnids": wnids, "imagenet_indices": list(sub.distinct_indices), "class_names": list(sub.class_names),
-            "image_size": IMAGE_SIZE, "transform": TRANSFORM, "imagenet_root": str(Path(imagenet_root).resolve())}
+            "image_size": IMAGE_SIZE, "resize": resize, "transform": TRANSFORMS[resize],
+            "imagenet_root": str(Path(imagenet_root).resolve())}
     counts = {}
     for folder, split in SPLITS.items():
-        images, labels = _decode_all(files[folder], f"{sub.name} {folder}", workers, progress)
+        images, labels = _decode_all(files[folder], f"{sub.name} {folder}", workers, progress, resize)
         save_tensors(target / f"{split}.pt", {"images": images, "labels": labels,
                                               "meta": {**meta, "split": split, "imagenet_split": folder}})
         counts[split] = torch.bincount(labels, minlength=len(wnids)).tolist()
@@ -158,8 +189,9 @@ def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, dat
 
 
 
-def load_prepared(folder: Path, split: str, subset: ImageNetSubset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached split as (uint8 images, labels), after checking it is this subset's cache."""
+def load_prepared(folder: Path, split: str, subset: ImageNetSubset) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The cached split as (uint8 images, labels, ``{"info": {"resize": ...}}``), after checking it
+    is this subset's cache and says how it was resized."""
     path = Path(folder) / f"{split}.pt"
     fix = f"re-create it with: ddtool data prepare --imagenet-root IMAGENET --subset {subset.name} --out {folder}"
     data = load_tensors(path, f"prepared {subset.name}", fix)
@@ -176,4 +208,8 @@ def load_prepared(folder: Path, split: str, subset: ImageNetSubset) -> tuple[tor
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE) or len(labels) != len(images):
         raise UsageError(f"{path} holds images {tuple(images.shape)} {images.dtype}, not (N, 3, {IMAGE_SIZE}, "
                          f"{IMAGE_SIZE}) uint8; {fix}")
-    return images, labels
+    resize = meta.get("resize")
+    if resize not in TRANSFORMS:
+        raise UsageError(f"{path} does not record how its images were resized (prepared by an older ddtoolbox); "
+                         f"{fix} --resize squash (the references' way) or --resize crop")
+    return images, labels, {"info": {"resize": resize}}

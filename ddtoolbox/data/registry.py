@@ -9,6 +9,7 @@ built in.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,8 @@ from .info import DatasetInfo
 from .locate import DataLocation, locate
 
 ArrayLike = Union[Tensor, np.ndarray]
-Loader = Callable[[Union[Path, None], str], "tuple[ArrayLike, ArrayLike]"]
-"""``loader(folder, split) -> (images, labels)``.
+Loader = Callable[[Union[Path, None], str], "tuple[ArrayLike, ArrayLike] | tuple[ArrayLike, ArrayLike, dict]"]
+"""``loader(folder, split) -> (images, labels)`` or ``(images, labels, extra)``.
 
 ``folder`` is the located data folder when the dataset was registered with a
 :class:`DataLocation`, else the caller's ``data_root`` as a Path (or None). ``split`` is
@@ -35,6 +36,10 @@ Loader = Callable[[Union[Path, None], str], "tuple[ArrayLike, ArrayLike]"]
 point in [0, 1] (un-normalised: the registry normalises with the registered info, so the
 constants live in exactly one place). ``labels`` are (N,) integers in [0, num_classes).
 Raise :class:`UsageError` for problems with the user's files.
+
+``extra`` may hold ``"info"``: :class:`DatasetInfo` fields that the files decide (a prepared
+ImageNet subset says how it was resized: ``{"resize": "squash"}``), and ``"boxes"``: (N, 4)
+integer object boxes ``(x0, y0, x1, y1)``.
 """
 
 SPLITS = ("train", "test")
@@ -53,6 +58,8 @@ _ALIASES: dict[str, str] = {}
 # and several components (distiller, evaluator, picture writer) ask for the same split.
 _CACHE: dict[tuple, TensorDataset] = {}
 _IMAGEFOLDER_INFO: dict[tuple, DatasetInfo] = {}
+# the key of a train split -> the ZCA transform fitted on it
+_ZCA: dict[tuple, object] = {}
 
 
 def register_dataset(
@@ -78,6 +85,8 @@ def register_dataset(
         _ALIASES[alias.lower()] = name
     for key in [k for k in _CACHE if k[0] == name]:
         del _CACHE[key]
+    for key in [k for k in _ZCA if k[0] == name]:
+        del _ZCA[key]
 
 
 def list_datasets() -> list[str]:
@@ -89,6 +98,7 @@ def clear_cache() -> None:
     """Drop cached splits, e.g. to free memory after the real data is no longer needed."""
     _CACHE.clear()
     _IMAGEFOLDER_INFO.clear()
+    _ZCA.clear()
 
 
 def _unknown(name: str) -> UsageError:
@@ -135,8 +145,14 @@ def _check_fixed_options(info: DatasetInfo, image_size: int | None, imagenet_sta
         raise UsageError(f"imagenet_stats only applies to imagefolder:PATH datasets, not {info.name}; drop it")
 
 
-def _finish(images: ArrayLike, labels: ArrayLike, info: DatasetInfo) -> TensorDataset:
+def _finish(images: ArrayLike, labels: ArrayLike, info: DatasetInfo, extra: dict | None = None) -> TensorDataset:
     """Convert a loader's output to the normalised float32 container."""
+    extra = dict(extra or {})
+    unknown = sorted(set(extra) - {"info", "boxes"})
+    if unknown:
+        raise ValueError(f"{info.name}: loader returned unknown extra key(s) {unknown}; use 'info' or 'boxes'")
+    if extra.get("info"):
+        info = dataclasses.replace(info, **extra["info"])
     if isinstance(images, np.ndarray) and not images.flags.writeable:
         images = images.copy()  # e.g. np.frombuffer over file bytes; torch wants writable memory
     images = torch.as_tensor(images)
@@ -155,7 +171,10 @@ def _finish(images: ArrayLike, labels: ArrayLike, info: DatasetInfo) -> TensorDa
     labels = labels.to(torch.int64)
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= info.num_classes):
         raise ValueError(f"{info.name}: loader returned labels outside 0..{info.num_classes - 1}")
-    return TensorDataset(x, labels, info)  # validates shapes
+    boxes = extra.get("boxes")
+    if boxes is not None:
+        boxes = torch.as_tensor(np.asarray(boxes)).to(torch.int64)
+    return TensorDataset(x, labels, info, boxes)  # validates shapes
 
 
 def find_data_root(name: str, data_root: str | os.PathLike | None = None) -> Path:
@@ -224,6 +243,7 @@ def load_dataset(
     *,
     image_size: int | None = None,
     imagenet_stats: bool = False,
+    zca: bool = False,
 ) -> TensorDataset:
     """Load one split fully into memory, normalised with the dataset's constants.
 
@@ -231,22 +251,48 @@ def load_dataset(
     returns a new :class:`TensorDataset` sharing the *same* tensors, so callers must not
     modify ``images``/``labels`` in place. ``image_size`` and ``imagenet_stats`` only apply to
     ``imagefolder:PATH`` (resize the shorter side then centre-crop to a square; use ImageNet
-    constants instead of the train split's statistics).
+    constants instead of the train split's statistics). ``zca`` whitens the split after the
+    normalisation with a ZCA transform fitted on the *train* split (:mod:`ddtoolbox.data.zca`);
+    the result's ``info.zca`` is then true and its ``whitening`` holds the transform.
     """
     _check_split(split)
     _check_image_size(image_size)
+    ds, key = _load_plain(name, split, data_root, image_size, imagenet_stats)
+    if zca:
+        ds = _whitened(name, split, data_root, image_size, imagenet_stats, ds, key)
+    return TensorDataset(ds.images, ds.labels, ds.info, ds.boxes, ds.whitening)
+
+
+def _load_plain(name, split, data_root, image_size, imagenet_stats) -> tuple[TensorDataset, tuple]:
+    """The cached, normalised split and its cache key."""
     if _is_imagefolder(name):
+        root = imagefolder.parse_name(name.strip(), data_root)
         ds = _load_imagefolder(name, split, data_root, image_size, imagenet_stats)
+        return ds, (ds.info.name, split, str(root), image_size, imagenet_stats)
+    entry = _REGISTRY[_canonical(name)]
+    _check_fixed_options(entry.info, image_size, imagenet_stats)
+    if entry.location is not None:
+        folder: Path | None = locate(entry.info.name, entry.location, data_root)
     else:
-        entry = _REGISTRY[_canonical(name)]
-        _check_fixed_options(entry.info, image_size, imagenet_stats)
-        if entry.location is not None:
-            folder: Path | None = locate(entry.info.name, entry.location, data_root)
-        else:
-            folder = Path(data_root).expanduser().resolve() if data_root is not None else None
-        key = (entry.info.name, split, str(folder) if folder else None)
-        if key not in _CACHE:
-            images, labels = entry.loader(folder, split)
-            _CACHE[key] = _finish(images, labels, entry.info)
-        ds = _CACHE[key]
-    return TensorDataset(ds.images, ds.labels, ds.info)
+        folder = Path(data_root).expanduser().resolve() if data_root is not None else None
+    key = (entry.info.name, split, str(folder) if folder else None)
+    if key not in _CACHE:
+        images, labels, *extra = entry.loader(folder, split)
+        _CACHE[key] = _finish(images, labels, entry.info, extra[0] if extra else None)
+    return _CACHE[key], key
+
+
+def _whitened(name, split, data_root, image_size, imagenet_stats, plain: TensorDataset, key: tuple) -> TensorDataset:
+    """``plain`` whitened with the ZCA transform of its dataset's train split (fitted once, cached)."""
+    from . import zca as Z
+
+    zkey = key + ("zca",)
+    if zkey not in _CACHE:
+        train, train_key = (plain, key) if split == "train" else _load_plain(name, "train", data_root, image_size,
+                                                                          imagenet_stats)
+        if train_key not in _ZCA:
+            _ZCA[train_key] = Z.fit_zca(train.images)
+        transform = _ZCA[train_key]
+        info = dataclasses.replace(plain.info, zca=True)
+        _CACHE[zkey] = TensorDataset(Z.whiten(transform, plain.images), plain.labels, info, plain.boxes, transform)
+    return _CACHE[zkey]

@@ -53,8 +53,9 @@ def run(args, pm) -> None:
         print(f"{len(todo) + len(full)} step(s) to run in {out}:" if todo or full else f"every cell is done in {out}")
         for dataset in full:
             print(f"  {dataset} full-data training")
+        seeds = f" x seeds {', '.join(map(str, spec.seeds))}" if spec.seeds else ""
         for cell in todo:
-            print(f"  {cell}" + (" (settings changed)" if cell in changed else ""))
+            print(f"  {cell}{seeds}" + (" (settings changed)" if cell in changed else ""))
         for cell in changed:
             if cell not in todo:
                 print(f"  kept, though its settings changed: {cell} (--rerun-changed reruns it)")

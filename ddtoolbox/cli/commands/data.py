@@ -44,6 +44,10 @@ def setup_data(p, pm) -> None:
     q.add_argument("--out", default=None, metavar="DIR",
                    help="cache folder (one subset only; default DATA_ROOT/NAME for --data-root or $DDTOOL_DATA, "
                         "else ~/.cache/ddtoolbox/NAME: where --dataset NAME looks)")
+    q.add_argument("--resize", choices=("squash", "crop"), default="squash",
+                   help="squash (default): the whole image resized to 128x128, aspect ratio not kept, as the MTT/DATM/EDF "
+                        "code does; crop: shorter side to 128, then a centred 128x128 crop. Recorded in the cache; "
+                        "buffers and synthetic sets made from one kind are refused with the other")
     q.add_argument("--workers", type=positive_int, default=4, help="decoding threads (default 4)")
     q.add_argument("--data-root", default=None, help="write the cache to DATA_ROOT/NAME")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,7 +90,9 @@ def setup_compdd(p, pm) -> None:
     q.add_argument("--out", default="compdd-subsets.json", help="JSON to write (default compdd-subsets.json)")
     q.set_defaults(func=cmd_select)
 
-    q = csub.add_parser("stats", help="Grad-CAM activation statistics of a dataset (Figure 1b): numbers and histograms")
+    q = csub.add_parser("stats", help="Grad-CAM activation statistics of a dataset (Figure 1b): numbers and histograms; "
+                                      "for datasets with object boxes (cluttered-fashion-mnist) also how much of the "
+                                      "map falls inside the box")
     q.add_argument("--dataset", required=True, help="a registered dataset or imagefolder:PATH")
     q.add_argument("--split", choices=("train", "test"), default="test", help="split to measure (default test)")
     q.add_argument("--image-size", type=positive_int, default=None, metavar="N",
@@ -186,10 +192,10 @@ def cmd_prepare(args, pm):
         raise UsageError("--out names one cache folder; with several --subset names use --data-root DIR instead")
     for s in subsets:
         summary = prepare_subset(args.imagenet_root, s, args.out, data_root=args.data_root, workers=args.workers,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, resize=args.resize)
         counts = summary["images_per_class"]
         print(f"{s.name}: {sum(counts['train'])} train and {sum(counts['test'])} test images "
-              f"({len(summary['wnids'])} classes) in {summary['path']}")
+              f"({len(summary['wnids'])} classes, resize {args.resize}) in {summary['path']}")
 
 
 # ---------------------------------------------------------------------------- compdd
@@ -304,7 +310,7 @@ def cmd_stats(args, pm):
             raise UsageError(f"--compare file {p} was not written by 'ddtool compdd stats'")
     ds = load_dataset(args.dataset, args.split, args.data_root, image_size=args.image_size)
     per_class = math.ceil(args.max_images / ds.info.num_classes)
-    batches, total = dataset_batches(ds, args.batch, per_class, args.seed)
+    batches, total = dataset_batches(ds, args.batch, per_class, args.seed, with_boxes=ds.boxes is not None)
     cam = _build_cam(args, ds.info, device)
     targets = class_targets(ds.info, cam.num_outputs, args.class_map)
     result = activation_stats(cam, batches, targets, total, device, threshold=args.threshold, bins=args.bins,

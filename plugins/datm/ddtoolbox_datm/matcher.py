@@ -71,8 +71,9 @@ class DATMOptions(Settings):
         None, "datm: skip the image, lr and label steps of an iteration whose matching loss exceeds L "
               "(default: never skip)", metavar="L", type=positive_float)
     label_experts: int = option(
-        0, "datm: use the first N experts' final snapshots to pick initial images and initialise soft labels "
-           "(default 0: all experts)", metavar="N", type=non_negative_int)
+        1, "datm: pick the initial images and initialise the soft labels with the final snapshots of the first N "
+           "experts (default 1: expert 0 only, as the DATM and EDF code does; 0: all experts)",
+        metavar="N", type=non_negative_int)
 
 
 class DATM(MTT):
@@ -110,7 +111,8 @@ class DATM(MTT):
     # ------------------------------------------------------------------ experts used for labels
 
     def label_models(self) -> list[torch.nn.Module]:
-        """The final snapshots of the experts used to pick images and initialise labels."""
+        """The final snapshots of the experts used to pick images and initialise labels: the first
+        ``--label-experts`` (default 1: expert 0 alone, as the reference code), or all for 0."""
         if self._label_models is None:
             n = self.buffer.num_experts
             count = n if not self.label_experts else min(self.label_experts, n)

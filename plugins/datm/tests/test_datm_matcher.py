@@ -112,7 +112,7 @@ def test_soft_labels_average_only_the_correct_experts():
     #   x=(2,1), class 0: A (2, 1, .5) ok; B (1, 2, 0) wrong -> excluded; C (4, 2, 0) ok -> (3, 1.5, .25)
     #   x=(0,0), class 2: A (0, 0, .5) ok; B (0, 0, 0) and C (0, 0, 0) pick class 0 -> (0, 0, .5)
     #   x=(1,3), class 1: A (1, 3, .5) ok; B (3, 1, 0) wrong; C (2, 6, 0) ok -> (1.5, 4.5, .25)
-    m = make(buffer=StubBuffer())
+    m = make(buffer=StubBuffer(), label_experts=0)
     targets = m.initial_targets(pixels((2, 1), (0, 0), (1, 3)), torch.tensor([0, 2, 1]))
     expected = torch.tensor([[3.0, 1.5, 0.25], [0.0, 0.0, 0.5], [1.5, 4.5, 0.25]])
     torch.testing.assert_close(targets, expected)
@@ -135,7 +135,7 @@ def test_initial_images_are_classified_correctly_by_an_expert():
     # class 2 holds (5, 0), which every expert puts in class 0, and (0, 0), which expert A gets right
     images = pixels((2, 1), (4, 1), (1, 3), (1, 5), (5, 0), (0, 0))
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    m = make(buffer=StubBuffer(), train_set=StubSet(images, labels))
+    m = make(buffer=StubBuffer(), train_set=StubSet(images, labels), label_experts=0)
     for seed in range(5):
         x, y = m.initial_images(1, torch.Generator().manual_seed(seed))
         assert y.tolist() == [0, 1, 2]
@@ -146,8 +146,31 @@ def test_initial_images_are_classified_correctly_by_an_expert():
 
 def test_label_experts_limits_the_experts():
     m = make(buffer=StubBuffer(), label_experts=2)
-    # expert C excluded: x=(2,1) class 0 -> A only
+    # expert C excluded: x=(2,1) class 0 -> A only (B is wrong)
     torch.testing.assert_close(m.initial_targets(pixels((2, 1)), torch.tensor([0])), torch.tensor([[2.0, 1.0, 0.5]]))
+    # x=(1,2) class 0: only B is right -> B's logits
+    torch.testing.assert_close(m.initial_targets(pixels((1, 2)), torch.tensor([0])), torch.tensor([[2.0, 1.0, 0.0]]))
+
+
+def test_by_default_expert_0_alone_picks_images_and_labels():
+    """The reference filters the initial images and initialises the labels with expert 0 only."""
+    assert DATMOptions().label_experts == 1
+    m = make(buffer=StubBuffer())
+    assert len(m.label_models()) == 1
+    # x=(1,3) class 1: A (1, 3, .5) and C (2, 6, 0) are right; by default only A's logits count
+    torch.testing.assert_close(m.initial_targets(pixels((1, 3)), torch.tensor([1])), torch.tensor([[1.0, 3.0, 0.5]]))
+    # (1, 2) of class 0 is right for expert B only: eligible with all experts, never by default
+    images = pixels((1, 2), (2, 1), (1, 3), (0, 0))
+    labels = torch.tensor([0, 0, 1, 2])
+    default = make(buffer=StubBuffer(), train_set=StubSet(images, labels))
+    every = make(buffer=StubBuffer(), train_set=StubSet(images, labels), label_experts=0)
+    picked_default = {tuple(default.initial_images(1, torch.Generator().manual_seed(s))[0][0].flatten().tolist())
+                      for s in range(12)}
+    picked_every = {tuple(every.initial_images(1, torch.Generator().manual_seed(s))[0][0].flatten().tolist())
+                    for s in range(12)}
+    assert picked_default == {(2.0, 1.0)} and picked_every == {(2.0, 1.0), (1.0, 2.0)}
+    with pytest.raises(UsageError, match="class 0 has only 1"):
+        default.initial_images(2, torch.Generator().manual_seed(0))
 
 
 def test_inner_loss_is_soft_cross_entropy():

@@ -13,6 +13,10 @@ At each refresh it writes ``dae/maps_itNNNNNN.png`` (the images with their maps 
 under the run's output folder and logs ``dae_area``, the mean share of pixels at or above their
 image's mean activation (the paper's "discriminative area", Figure 5b). After the last iteration
 it does the same for the final images (``dae/maps_final.png``, ``dae_area_final``).
+
+``--dae-measure-only`` keeps the maps, the pictures and the ``dae_area`` curve but leaves the
+gradient alone, so a run without DAE's effect can still log how the discriminative area evolves
+(the rows of an ablation that lack DAE); such a run is bit for bit the run without the plugin.
 """
 
 from __future__ import annotations
@@ -90,6 +94,9 @@ class DAEOptions(Settings):
                              type=integer)
     dae_weights: str | None = option(None, "state dict for a torchvision --dae-model (loaded with "
                                            "weights_only=True)", metavar="FILE")
+    dae_measure_only: bool = option(False, "compute the maps and log dae_area at every refresh, but leave the image "
+                                           "gradient unweighted (the run then equals one without DAE; for ablation rows "
+                                           "that should log the area curve too)")
     dae_class_map: str | None = option(None, "model output index of each synthetic class: '0,217,482,...', a file, "
                                              "or a known ImageNet subset name (imagenette, imagewoof, ...); needed "
                                              "when G has other classes than the dataset", metavar="LIST|FILE|SUBSET")
@@ -167,7 +174,7 @@ def refresh(run, cache: dict, images: torch.Tensor, tag: str) -> torch.Tensor:
     """Recompute the maps of ``images``; save the overlay picture; return the maps."""
     maps = M.gradcam_maps(cache["model"], images.detach(), cache["targets"], cache["layers"])
     path = run.out_dir / "dae" / f"maps_{tag}.png"
-    save_image_grid(path, images.detach(), run.labels, run.info, overlay=maps)
+    save_image_grid(path, run.train_set.unwhiten(images.detach()), run.labels, run.info, overlay=maps)
     return maps
 
 
@@ -176,11 +183,14 @@ def on_pixel_grad(run, grad, images, options, state, cache):
     it = run.iteration
     if "maps" not in state or (it % options.dae_every == 0 and state["maps_iteration"] != it):
         maps = refresh(run, cache, images, f"it{it:06d}")
-        state.update(maps=maps, weights=M.dae_weights(maps, options.dae_beta, options.dae_threshold).to(images.dtype),
-                     maps_iteration=it)
+        weights = None if options.dae_measure_only else \
+            M.dae_weights(maps, options.dae_beta, options.dae_threshold).to(images.dtype)
+        state.update(maps=maps, weights=weights, maps_iteration=it)
         run.log(dae_area=M.discriminative_area(maps).mean().item())
         if options.dae_threshold != "mean":
             run.log(dae_enhanced=M.discriminative_area(maps, options.dae_threshold).mean().item())
+    if options.dae_measure_only:
+        return
     if grad is None:
         warn("dae: the images have no gradient this iteration; nothing to reweight")
         return

@@ -71,6 +71,28 @@ def test_dae_with_unit_weights_changes_nothing(ddtool, toy_dataset, toy_buffer, 
     assert not torch.equal(_images(base_run), _images(tmp_path / "dae"))
 
 
+def test_dae_measure_only_logs_the_area_and_changes_nothing(ddtool, toy_dataset, toy_buffer, tmp_path, base_run):
+    """--dae-measure-only: maps and dae_area at each refresh, the run itself bit for bit the plain one."""
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "measure", "--plugin", "dae", "--dae-measure-only",
+                 "--dae-every", "1", "--dae-beta", "2", iterations=2)
+    assert r.code == 0, r.err
+    base = torch.load(base_run / "synthetic.pt", weights_only=True)
+    measured = torch.load(tmp_path / "measure" / "synthetic.pt", weights_only=True)
+    for key in ("images", "labels", "lr"):
+        assert torch.equal(base[key], measured[key]), key
+    assert [h["loss"] for h in _history(base_run)] == [h["loss"] for h in _history(tmp_path / "measure")]
+    hist = _history(tmp_path / "measure")
+    assert [h["iteration"] for h in hist if "dae_area" in h] == [0, 1]
+    assert all(0 < h["dae_area"] < 1 for h in hist if "dae_area" in h) and 0 < hist[-1]["dae_area_final"] < 1
+    assert sorted(p.name for p in (tmp_path / "measure" / "dae").glob("*.png")) == \
+        ["maps_final.png", "maps_it000000.png", "maps_it000001.png"]
+    # the same settings without --dae-measure-only do change the images
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "weighted", "--plugin", "dae", "--dae-every", "1",
+                 "--dae-beta", "2", iterations=2)
+    assert r.code == 0, r.err
+    assert not torch.equal(base["images"], _images(tmp_path / "weighted"))
+
+
 def test_dae_with_a_torchvision_model_and_class_map(ddtool, toy_dataset, toy_buffer, tmp_path, monkeypatch):
     """A 1000-way torchvision ResNet-18 as G: each toy class is asked for its mapped output."""
     import torchvision

@@ -74,9 +74,9 @@ def evaluate_ema(run) -> dict:
     from ddtoolbox.evaluate import TrainRecipe, evaluate_set
 
     c = run.config
-    test_set = load_dataset(c.dataset, "test", c.data_root)
+    test_set = load_dataset(c.dataset, "test", c.data_root, zca=c.zca)
     model, model_options = run.matcher.network()
-    recipe = TrainRecipe(model, model_options, c.eval_epochs, c.eval_batch, augment=DSA())
+    recipe = TrainRecipe(model, model_options, c.eval_epochs, c.eval_batch, augment=DSA(crop_ratio=c.dsa_crop_ratio))
     return evaluate_set(recipe, run.matcher.ema.value.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
                         c.eval_runs, run.device, soft=bool(run.matcher.learn_targets), progress=not c.quiet,
                         desc="eval EMA")
@@ -98,4 +98,5 @@ def on_run_end(run, exception):
     record["meta"] = {**record["meta"], "variant": "ema", "ema_decay": matcher.ema.decay,
                       "ema_steps": matcher.ema.steps, "raw_images": "synthetic.pt", "published": False}
     save_tensors(run.out_dir / EMA_FILE, record)
-    save_image_grid(run.out_dir / "synthetic_ema.png", record["images"], record["labels"], run.info)
+    save_image_grid(run.out_dir / "synthetic_ema.png", run.train_set.unwhiten(record["images"]), record["labels"],
+                    run.info)

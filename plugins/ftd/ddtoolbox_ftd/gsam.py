@@ -1,4 +1,4 @@
-"""Flat expert trajectories: one GSAM step around the experts' plain SGD (reference-notes section 1).
+"""Flat expert trajectories: one GSAM step around the experts' plain SGD (as DATM and EDF train their experts).
 
 Per batch, on the same augmented batch:
 
