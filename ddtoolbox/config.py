@@ -8,7 +8,7 @@ and Python code makes them directly::
     run = distill(DistillConfig(buffer="runs/buffer", out="runs/mtt", ipc=10, iterations=500))
 
 Plugin options are not fields here: each plugin declares its own (``add_options`` hook), and
-:func:`ddtoolbox.distill.distill` takes them as ``options={"cpd_alpha": 0.25}``.
+:func:`ddtoolbox.distill` takes them as ``options={"cpd_alpha": 0.25}``.
 """
 
 from __future__ import annotations

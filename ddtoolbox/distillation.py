@@ -30,7 +30,7 @@ from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
 from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
-from .runtime import configure_backends, resolve_device, seed_everything
+from .runtime import configure_backends, honours_threads, resolve_device, seed_everything
 from .viz import save_image_grid
 
 
@@ -80,14 +80,15 @@ class Run:
     def expert_model(self, expert: int = 0, epoch: int = -1) -> torch.nn.Module:
         """An expert's snapshot as a ready network (``epoch=-1``: its final, fully trained state)."""
         if self.buffer is None:
-            raise UsageError(f"matcher '{self.config.matcher}' runs without a buffer, so there is no expert; "
-                             f"give --buffer or choose another activation model")
+            raise UsageError(f"matcher '{self.config.matcher}' runs without a buffer, so there is no expert network "
+                             f"to use; choose a model that does not need one")
         return self.buffer.expert_model(expert, epoch, self.device)
 
     def trace_summary(self) -> str:
         return f"Run(iteration={self.iteration}, images={tuple(self.images.shape)})"
 
 
+@honours_threads
 def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
             manager: PluginManager | None = None, progress: bool | None = None) -> Run:
     """Distil a synthetic set as ``config`` says, write it under ``config.out`` and return the run.

@@ -36,6 +36,7 @@ from .config import PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import UsageError
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
 from .models import canonical_model_name, create_model, model_options
+from .runtime import honours_threads
 
 
 @dataclass
@@ -304,6 +305,7 @@ def format_recovery(ratio: float | None) -> str:
     return "" if ratio is None else f"recovery {ratio * 100:.1f}%"
 
 
+@honours_threads
 def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     """``ddtool eval``: train fresh networks on a synthetic set (or random real images), test them.
 
@@ -313,10 +315,11 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     """
     from .augment import DSA
     from .data import check_same_images, image_record, load_dataset
-    from .runtime import resolve_device, seed_everything
+    from .runtime import configure_backends, resolve_device, seed_everything
     from .full_results import lookup_full, store_path
 
     device = resolve_device(settings.device)
+    configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
     if settings.zca and settings.teacher:
         raise UsageError("--teacher networks are trained on un-whitened images ('ddtool train-full' has no --zca); "
@@ -448,6 +451,7 @@ class EvalProgress:
             self.path.unlink(missing_ok=True)
 
 
+@honours_threads
 def train_full_data(settings: TrainFullSettings, report=None) -> dict:
     """``ddtool train-full``: train on the whole training split, test, and store the accuracy.
 
@@ -456,11 +460,12 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
     from .augment import DSA
     from .data import load_dataset
     from .full_results import store_full, store_path
-    from .runtime import resolve_device, seed_everything
+    from .runtime import configure_backends, resolve_device, seed_everything
 
     from .outputs import check_file_writable
 
     device = resolve_device(settings.device)
+    configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     model = canonical_model_name(settings.model)
     options = model_options(model, settings)
     for path, option in ((settings.json, "--json"), (settings.save_model, "--save-model"),

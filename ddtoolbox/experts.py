@@ -23,6 +23,7 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import accuracy
 from .models import create_model, flatten_params, load_flat
 from .outputs import OutputLock, check_writable
+from .runtime import honours_threads
 
 
 
@@ -170,6 +171,7 @@ def _load_partial(path: Path, meta: dict) -> dict | None:
     return {"snapshots": snaps.unbind(0), "rng": done["rng"]}
 
 
+@honours_threads
 def train_buffer(config, options: dict | None = None, *, manager=None, progress: bool | None = None) -> Buffer:
     """``ddtool buffer``: train ``config.num_experts`` experts with ``config.trainer`` into ``config.out``.
 
@@ -180,7 +182,7 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     from .data import check_same_images, image_record, load_dataset
     from .models import canonical_model_name, model_options
     from .plugins import PluginManager
-    from .runtime import resolve_device, seed_everything
+    from .runtime import configure_backends, resolve_device, seed_everything
 
     pm = manager or PluginManager()
     progress = (not config.quiet) if progress is None else progress
@@ -188,6 +190,7 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     trainer_options = pm.plugin_options("buffer", dict(options or {}), [trainer.plugin]).get(trainer.plugin)
     model = canonical_model_name(config.model)
     device = resolve_device(config.device)
+    configure_backends(device)
     generator = seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if config.train_subset:

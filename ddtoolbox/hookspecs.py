@@ -126,7 +126,8 @@ def register_commands(register):
 def add_options(command):
     """Declare this plugin's options for a subcommand.
 
-    :param str command: ``"distill"``, ``"buffer"`` or ``"eval"``.
+    :param str command: ``"distill"`` (options of the run's plugins) or ``"buffer"`` (options of an
+        expert trainer).
     :return: ``None``, or a dataclass whose fields are declared with
         :func:`ddtoolbox.options.option` (name, type, default, help), usually a subclass of
         :class:`ddtoolbox.options.Settings` so its values are checked when it is made.

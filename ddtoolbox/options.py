@@ -273,12 +273,13 @@ class Settings:
 # ---------------------------------------------------------------------------- command lines
 
 
-def add_arguments(parser, cls, *, skip=(), title: str | None = None) -> None:
+def add_arguments(parser, cls, *, skip=(), title: str | None = None, require: bool = True) -> None:
     """Add one flag per :func:`option` field of ``cls`` to ``parser``.
 
     Fields with a ``group`` go into argument groups of that title; the others into ``title``'s group
     (or straight onto ``parser``). A class's own fields come before those it inherits. Defaults come
-    from the dataclass, so they are stated once.
+    from the dataclass, so they are stated once. With ``require=False`` a field without a default is
+    left optional on the command line (a plugin's options: checked only when the plugin is active).
     """
     groups: dict[str, Any] = {}
 
@@ -313,6 +314,6 @@ def add_arguments(parser, cls, *, skip=(), title: str | None = None) -> None:
             kwargs["action"] = "append"
         elif info.several:
             kwargs["nargs"] = "+"
-        if f.default is MISSING and f.default_factory is MISSING:
+        if f.default is MISSING and f.default_factory is MISSING and require:
             kwargs["required"] = True
         where.add_argument(*flags, **kwargs)

@@ -26,15 +26,15 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UsageError, debugging, warn
+from .errors import PluginError, UsageError, brief, debugging, warn
 from .options import option_fields
 
 ENTRY_POINT_GROUP = "ddtoolbox"
 RUN_HOOKS = ("on_run_start", "on_loss_vector", "on_pixel_grad", "on_iteration", "on_run_end")
 #: set to 1 to print every hook call: hook, plugin, argument summaries, result and time
 TRACE_ENV = "DDTOOL_TRACE_HOOKS"
-#: the commands whose options plugins may add to
-OPTION_COMMANDS = ("buffer", "distill", "eval")
+#: the commands whose options plugins may add to (distill: the run's plugins; buffer: the trainer)
+OPTION_COMMANDS = ("buffer", "distill")
 TRACE_LINE = 300
 
 
@@ -142,7 +142,7 @@ class PluginManager:
                 ) from exc
             if self.pm.is_registered(plugin):
                 continue
-            self.pm.register(plugin, name=ep.name)
+            self._register(plugin, ep.name, f"--plugin no:{ep.name} skips it")
             self.installed.append(ep.name)
         self.matchers: dict[str, Registered] = {}
         self.trainers: dict[str, Registered] = {}
@@ -152,6 +152,18 @@ class PluginManager:
         self._collect_registrations()
 
     # ------------------------------------------------------------------ the one call path
+
+    def _register(self, plugin, name: str, fix: str) -> None:
+        """Register ``plugin``, turning pluggy's checks into one-line errors that name it: a hook
+        implementation with an argument the spec lacks, or a function marked as a hook that is none."""
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise UsageError(f"plugin '{name}' does not fit ddtoolbox's hooks: {brief(' '.join(str(exc).split()), 300)} (see "
+                             f"ddtoolbox.hookspecs for the hooks and their arguments); {fix}") from exc
 
     def call(self, hook_name: str, only=None, per_plugin=None, **kwargs) -> list[tuple[str, object]]:
         """Call ``hook_name`` on each implementation (of the plugins in ``only``, if given).
@@ -229,7 +241,7 @@ class PluginManager:
         except Exception as exc:
             raise UsageError(f"plugin module '{value}' failed to import: {exc!r}") from exc
         if not self.pm.is_registered(module):
-            self.pm.register(module, name=value)
+            self._register(module, value, "fix the module")
             self._collect_registrations([value])
             self._option_classes.clear()
         return self.pm.get_name(module)

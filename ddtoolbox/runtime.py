@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
 import signal
 import threading
@@ -85,3 +87,29 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run with ``n`` torch CPU threads, then restore the count (``main`` also runs inside tests)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def honours_threads(fn):
+    """Decorate a library entry point ``fn(settings, ...)`` to run with ``settings.threads`` CPU threads,
+    so Python callers get what ``--threads`` gives on the command line."""
+
+    @functools.wraps(fn)
+    def run(settings, *args, **kwargs):
+        with cpu_threads(getattr(settings, "threads", None)):
+            return fn(settings, *args, **kwargs)
+
+    return run

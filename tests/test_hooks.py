@@ -354,3 +354,64 @@ def test_distill_from_python_without_a_parser(toy_buffer, tmp_path):
     assert "cpd_full_loss" in run.history[-1]
     with pytest.raises(UsageError, match="--ipc must be at least 1"):
         toy_config(toy_buffer, tmp_path, ipc=0)
+
+
+# ---------------------------------------------------------------------------- plugins that do not fit
+
+
+@pytest.mark.parametrize("source, words", [
+    ("@hookimpl\ndef on_iteration(run, recrod):\n    pass\n", "recrod"),                 # an argument the spec lacks
+    ("@hookimpl\ndef on_iteraton(run):\n    pass\n", "on_iteraton"),                     # a hook that does not exist
+])
+def test_a_plugin_that_does_not_fit_the_hooks_is_named_in_one_line(tmp_path, monkeypatch, source, words):
+    (tmp_path / "misfit_plugin.py").write_text("from ddtoolbox import hookimpl\n" + source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        r = run_cli("plugins", "--plugin", "misfit_plugin")
+    finally:
+        sys.modules.pop("misfit_plugin", None)
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "plugin 'misfit_plugin' does not fit" in r.err and words in r.err
+
+
+def test_an_option_without_default_is_required_only_when_its_plugin_runs(tmp_path, monkeypatch, toy_dataset,
+                                                                          toy_buffer):
+    (tmp_path / "needy_plugin.py").write_text(
+        "from dataclasses import dataclass\nfrom ddtoolbox import hookimpl\n"
+        "from ddtoolbox.options import Settings, option\n"
+        "@dataclass(kw_only=True)\nclass Needs(Settings):\n    needy_path: str = option(help='required')\n"
+        "@hookimpl\ndef add_options(command):\n    return Needs if command == 'distill' else None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        plain = _cli_distill(toy_dataset, toy_buffer, tmp_path / "a", "--iterations", "1")
+        assert plain.code == 0, plain.err                   # not imported: not in the way
+        needy = _cli_distill(toy_dataset, toy_buffer, tmp_path / "b", "--iterations", "1", "--plugin", "needy_plugin")
+        assert needy.code == 2 and "--needy-path is required" in needy.err
+    finally:
+        sys.modules.pop("needy_plugin", None)
+
+
+def test_python_callers_get_their_thread_count(probe, toy_buffer, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys.modules.get(probe) or __import__(probe), "EVENTS", seen)
+    before = torch.get_num_threads()
+    distill(toy_config(toy_buffer, tmp_path, iterations=1, threads=2), plugins=[probe])
+    assert torch.get_num_threads() == before
+    import ddtoolbox.runtime as runtime
+
+    calls = []
+    real = runtime.cpu_threads
+
+    def spy(n):
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(runtime, "cpu_threads", spy)
+    distill(toy_config(toy_buffer, tmp_path / "b", iterations=1, threads=3), plugins=[probe])
+    assert calls == [3]
+
+
+def test_dae_on_a_matcher_without_a_buffer_says_what_to_use(toy_dataset, tmp_path):
+    r = run_cli("distill", "--matcher", "dm", "--dataset", toy_dataset, "--out", tmp_path, "--ipc", "1", "--width", "8",
+                "--iterations", "1", "--device", "cpu", "--quiet", "--plugin", "dae")
+    assert r.code == 2 and "--dae-model expert uses a buffer expert" in r.err and "--dae-weights" in r.err

@@ -16,7 +16,8 @@ import sys
 from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
-from .parsing import apply_preset, build_parser, cpu_threads
+from ..runtime import cpu_threads
+from .parsing import apply_preset, build_parser
 
 
 def _pre_parse(argv):

@@ -7,7 +7,6 @@ those go to the library functions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 
 from .. import __version__
@@ -84,7 +83,7 @@ def add_settings(p, cls, pm=None, command: str | None = None, skip=()) -> None:
 
 def _add_plugin_group(p, plugin, options_cls, title) -> None:
     try:
-        add_arguments(p, options_cls, title=title)
+        add_arguments(p, options_cls, title=title, require=False)
     except argparse.ArgumentError as exc:
         raise PluginError(f"plugin '{plugin}' declares an option that is already taken: {exc}; rename it with "
                           f"the plugin's name as prefix", plugin, "add_options") from exc
@@ -108,22 +107,6 @@ def plugin_values(args, pm, command: str) -> dict:
             if hasattr(args, f.name) and getattr(args, f.name) != default:
                 values[f.name] = getattr(args, f.name)
     return values
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run with ``n`` torch CPU threads, then restore the count (``main`` also runs inside tests)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def apply_preset(pm, parser, command: str, name: str, active: list[str]) -> list[str]:

@@ -74,7 +74,7 @@ class Matcher:
         return labels
 
     def inner_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss a network trained on the synthetic set minimises (also the evaluation's default)."""
+        """The loss the student minimises on the synthetic set during the unroll."""
         return F.cross_entropy(logits, targets)
 
     def network(self) -> tuple[str, dict]:

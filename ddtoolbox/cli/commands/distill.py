@@ -24,7 +24,7 @@ def run(args, pm) -> None:
     else:
         config, plugins, options = DistillConfig.from_namespace(args), args.plugins, plugin_values(args, pm, "distill")
     run = distill(config, plugins=plugins, options=options, manager=pm)
-    extra = [p for p in run.plugins if p != run.config.matcher]
+    extra = [p for p in run.plugins if p != pm.matcher(run.config.matcher).plugin]
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
           f"{' + ' + ', '.join(extra) if extra else ''}; "
           f"final loss {run.loss:.4f}, learned lr {run.syn_lr.item():.4g}")

@@ -12,7 +12,7 @@ def setup_eval(p, pm) -> None:
                 + ". See docs/evaluation.md.")
     add_plugin_option(p, hidden=True)
     add_preset_option(p)
-    add_settings(p, EvalSettings, pm, "eval")
+    add_settings(p, EvalSettings)
 
 
 def run_eval(args, pm) -> None:

@@ -8,7 +8,8 @@ Usage (``ddtool edf-ablation`` and ``python -m ddtoolbox_edf.ablation`` are the 
 Every ``ddtool distill`` option is accepted and applies to every row (``--ipc``, ``--iterations``,
 ``--dae-beta``, ...); the matcher defaults to ``datm``, on which the paper's Table 4 ablates.
 Each row is distilled into ``OUT/<row>/`` (with ``--plugin cpd`` and/or ``--plugin dae`` as the
-row says) and evaluated with the standard protocol on fresh networks with the same seed, so every
+row says) and evaluated on fresh networks with the same seed (the evaluation's default protocol:
+soft labels for DATM's learned ones), so every
 row trains the same sequence of fresh networks; its result is ``OUT/<row>/eval.json``. A row whose
 results exist is not run again (``--force`` redoes it), so an interrupted ablation resumes.
 
@@ -49,7 +50,7 @@ def setup(p, pm) -> None:
     p.add_argument("--force", action="store_true", help="re-run rows that already have results")
     add_arguments(p, DistillConfig)
     for plugin, cls in pm.option_classes("distill").items():
-        add_arguments(p, cls, title=f"plugin {plugin}")
+        add_arguments(p, cls, title=f"plugin {plugin}", require=False)
     p.set_defaults(matcher="datm", eval_runs=5, cpd_alpha=ABLATION_ALPHA)
 
 
@@ -76,7 +77,8 @@ def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict
         print(f"[{name}] already done ({result_file}); --force re-runs it", flush=True)
         return summarise(name, folder, json.loads((folder / "row.json").read_text()))
     plugins = list(ROWS[name][2])
-    row_config = config.replace(out=str(folder), **({"iterations": 0} if name == "init" else {}))
+    # the row folder is the ablation's own: an unfinished or --force'd row is distilled afresh
+    row_config = config.replace(out=str(folder), overwrite=True, **({"iterations": 0} if name == "init" else {}))
     print(f"[{name}] distill --matcher {row_config.matcher}" + "".join(f" --plugin {p}" for p in plugins), flush=True)
     start = time.time()
     distill(row_config, plugins=plugins, options=options, manager=pm)

@@ -128,11 +128,18 @@ def build_model(run, a: DAEOptions) -> tuple[torch.nn.Module, int]:
         if choice == "expert":
             if a.dae_weights:
                 raise UsageError("--dae-weights only applies to a torchvision --dae-model; drop it or name the architecture")
+            if run.buffer is None:
+                raise UsageError(f"--dae-model expert uses a buffer expert, and --matcher {run.config.matcher} runs "
+                                 f"without a buffer; give --dae-model ARCH --dae-weights FILE (a network trained on "
+                                 f"the real data)")
             n = run.buffer.num_experts
             if not 0 <= a.dae_expert < n:
                 raise UsageError(f"--dae-expert must be in [0, {n}) for buffer {run.buffer.path} (got {a.dae_expert})")
             model = run.expert_model(expert=a.dae_expert, epoch=-1)
         else:
+            if getattr(info, "zca", False):
+                raise UsageError(f"--dae-model {choice} expects normalised images, but this run's images are "
+                                 f"ZCA-whitened (--zca); use --dae-model expert")
             model = M.load_torchvision_model(choice, a.dae_weights)
             if M.needs_adapter(info.mean, info.std, info.channels):
                 model = M.InputAdapter(model, info.mean, info.std)
