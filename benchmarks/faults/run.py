@@ -71,13 +71,13 @@ def main(work: Path) -> list[dict]:
 
     # ---------------------------------------------------------------- faults during a run
     out = work / "sigterm"
-    case("SIGTERM mid-run", "143, checkpoint", *interrupted(d(out, "--iterations", "400", "--checkpoint-every", "1"),
+    case("SIGTERM mid-run", "143, checkpoint", *interrupted(d(out, "--iterations", "60", "--checkpoint-every", "1"),
                                                             out, signal.SIGTERM))
     case("... then --resume", "0", *ddtool("distill", "--resume", "--out", out))
     out = work / "sigint"
-    case("SIGINT (Ctrl-C) mid-run", "130, checkpoint", *interrupted(d(out, "--iterations", "400"), out, signal.SIGINT, 0))
+    case("SIGINT (Ctrl-C) mid-run", "130, checkpoint", *interrupted(d(out, "--iterations", "60"), out, signal.SIGINT, 0))
     out = work / "kill9"
-    code, err = interrupted(d(out, "--iterations", "400", "--checkpoint-every", "5"), out, signal.SIGKILL, 5)
+    code, err = interrupted(d(out, "--iterations", "60", "--checkpoint-every", "5"), out, signal.SIGKILL, 5)
     case("kill -9 mid-run", "killed (-9), checkpoint kept", code, err or "(killed)")
     case("... then --resume", "0", *ddtool("distill", "--resume", "--out", out))
     case("--resume with a contradicting --lr-img", "2", *ddtool("distill", "--resume", "--out", out, "--lr-img", "5"))
