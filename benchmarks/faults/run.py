@@ -75,7 +75,8 @@ def main(work: Path) -> list[dict]:
                                                             out, signal.SIGTERM))
     case("... then --resume", "0", *ddtool("distill", "--resume", "--out", out))
     out = work / "sigint"
-    case("SIGINT (Ctrl-C) mid-run", "130, checkpoint", *interrupted(d(out, "--iterations", "60"), out, signal.SIGINT, 0))
+    case("SIGINT (Ctrl-C) mid-run", "130, checkpoint", *interrupted(d(out, "--iterations", "60", "--checkpoint-every", "1"), out,
+                                                                   signal.SIGINT, 2))
     out = work / "kill9"
     code, err = interrupted(d(out, "--iterations", "60", "--checkpoint-every", "5"), out, signal.SIGKILL, 5)
     case("kill -9 mid-run", "killed (-9), checkpoint kept", code, err or "(killed)")
