@@ -186,19 +186,7 @@ class PluginManager:
             args = {k: given[k] for k in impl.argnames if k in given}
             described = ", ".join(f"{k}={summarise(v)}" for k, v in args.items()) if tracing else ""
             start = time.perf_counter()
-            try:
-                result = impl.function(**args)
-            except PluginError:
-                raise
-            except UsageError as exc:
-                if debugging():
-                    raise
-                raise UsageError(f"plugin '{plugin}': {exc}") from exc
-            except Exception as exc:
-                if debugging():
-                    raise
-                raise PluginError(f"plugin '{plugin}' failed in hook {hook_name}: {exc!r} "
-                                  f"(DDTOOL_DEBUG=1 shows the traceback)", plugin, hook_name) from exc
+            result = self.call_user(plugin, f"hook {hook_name}", impl.function, **args)
             if tracing:
                 trace(hook_name, plugin, described, result, time.perf_counter() - start)
             pairs.append((plugin, result))
