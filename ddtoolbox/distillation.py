@@ -30,8 +30,8 @@ from .matchers import Matcher, MatcherContext
 from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
 from .plugins import PluginManager
-from .runtime import configure_backends, resolve_device, seed_everything
-from .viz import save_image_grid
+from .runtime import configure_backends, environment, resolve_device, seed_everything
+from .viz import save_image_grid, snapshot_path
 
 #: smallest learned student lr; MTT's lr is a free parameter and can otherwise go negative and diverge
 MIN_SYN_LR = 1e-8
@@ -168,6 +168,9 @@ def _iterate(run: Run, hooks, pm: PluginManager, matcher_plugin: str, progress: 
     opt_y = torch.optim.SGD([targets], lr=config.lr_y, momentum=0.9) if matcher.learn_targets else None
     optimisers = [o for o in (opt_img, opt_lr, opt_y) if o is not None]
     evaluate = progress_evaluator(run, progress) if config.eval_every else None
+    snapshot_every = config.snapshot_interval
+    if snapshot_every:
+        save_snapshot(run, 0)
     start = time.time()
     bar = tqdm(range(config.iterations), desc=f"distill {config.matcher}", unit="it", disable=not progress)
     for it in bar:
@@ -199,9 +202,12 @@ def _iterate(run: Run, hooks, pm: PluginManager, matcher_plugin: str, progress: 
         del num, den, loss
         run.log(loss=run.loss, syn_lr=syn_lr.item(), skipped=skipped, **run.segment)
         if evaluate is not None and ((it + 1) % config.eval_every == 0 or it == config.iterations - 1):
+            eval_start = time.time()
             result = evaluate(run)
-            run.log(**{f"eval_{k}": v for k, v in result.items()})
+            run.log(**{f"eval_{k}": v for k, v in result.items()}, eval_seconds=round(time.time() - eval_start, 3))
             bar.write(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
+        if snapshot_every and (it + 1) % snapshot_every == 0 and it < config.iterations - 1:
+            save_snapshot(run, it + 1)   # the last iteration's images are synthetic.png
         hooks.on_iteration(run, record=run.record)
         bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{syn_lr.item():.4g}")
     bar.close()
@@ -216,6 +222,11 @@ def _end(run: Run, hooks, failure: BaseException | None) -> None:
         if failure is None:
             raise
         warn(f"{exc} (while the run was already failing)")
+
+
+def save_snapshot(run: Run, iterations_done: int) -> None:
+    """The current images as one row per class, for the run report (no random draws: results stay the same)."""
+    save_image_grid(snapshot_path(run.out_dir, iterations_done), run.images.detach(), run.labels, run.info)
 
 
 def progress_evaluator(run: Run, progress: bool):
@@ -273,7 +284,7 @@ def save_run(run: Run, seconds: float) -> None:
     save_tensors(out / "synthetic.pt", record)
     save_image_grid(out / "synthetic.png", record["images"], record["labels"], run.info)
     write_json(out / "metrics.json", {
-        "meta": record["meta"], "config": run.config.as_dict(),
+        "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
         "history": run.history,

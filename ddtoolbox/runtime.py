@@ -1,7 +1,10 @@
-"""Seeds and devices: the two things every command sets the same way."""
+"""Seeds and devices, the two things every command sets the same way; and the facts of the environment a
+result was made in (versions, device, host, date), for the records that keep results."""
 
 from __future__ import annotations
 
+import datetime
+import platform
 import random
 
 import numpy as np
@@ -50,3 +53,17 @@ def configure_backends(device: torch.device, tf32: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what a result is being made: date (UTC), device, host, CPU and versions."""
+    import kornia
+
+    from . import __version__
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": describe_device(device), "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "torch": torch.__version__, "kornia": kornia.__version__,
+        "ddtoolbox": __version__, "cuda": torch.version.cuda,
+    }
