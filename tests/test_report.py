@@ -92,6 +92,14 @@ def test_run_without_evaluation_says_so(runs, tmp_path):
     assert "Not logged by this run: evaluation accuracy, discriminative area" in page
 
 
+def test_run_of_zero_iterations(toy_dataset, toy_buffer, ddtool, tmp_path):
+    """The initial images only (the EDF ablation's init row): nothing to plot, still a page."""
+    distill(ddtool, toy_dataset, toy_buffer, tmp_path, iterations=0)
+    page = (tmp_path / "report.html").read_text()
+    assert sections(page) == ["summary", "evaluation", "curves", "images", "settings"]
+    assert "Nothing to plot" in page and embedded_pngs(page) == 1
+
+
 def test_eval_json_in_the_run_folder_is_the_final_evaluation(runs, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
