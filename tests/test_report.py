@@ -170,6 +170,19 @@ def test_distill_without_matplotlib_skips_the_report_with_one_warning(toy_datase
     assert (tmp_path / "synthetic.pt").is_file() and not (tmp_path / "report.html").exists()
 
 
+def test_a_failing_report_does_not_fail_the_finished_run(toy_dataset, toy_buffer, ddtool, monkeypatch, tmp_path):
+    import ddtoolbox.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the report")
+
+    monkeypatch.setattr(ddtoolbox.report, "write_report", broken)
+    r = distill(ddtool, toy_dataset, toy_buffer, tmp_path, iterations=1)
+    warnings = [l for l in r.err.splitlines() if "warning" in l]
+    assert len(warnings) == 1 and "a bug in the report" in warnings[0] and "ddtool report" in warnings[0]
+    assert (tmp_path / "synthetic.pt").is_file()
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

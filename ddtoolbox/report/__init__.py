@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UsageError, warn
+from ..errors import UsageError, debugging, warn
 from ..io import atomic_write
 from . import plots
 from .data import RunData, load_run
@@ -73,7 +73,14 @@ def report_after_run(run_dir) -> Path | None:
         warn("no report.html written: the run report needs matplotlib (pip install 'ddtoolbox[plots]'); "
              "'ddtool report RUN_DIR' writes one without plots, --no-report stops this warning")
         return None
-    return write_report([run_dir])
+    try:
+        return write_report([run_dir])
+    except Exception as exc:   # the run's own outputs are written: a failing report must not fail the run
+        if debugging():
+            raise
+        warn(f"the report of {run_dir} could not be written ({exc!r}); the run's outputs are complete. "
+             f"Retry with 'ddtool report {run_dir}' (DDTOOL_DEBUG=1 shows the traceback)")
+        return None
 
 
 def _target(out, folder: Path, name: str) -> Path:

@@ -273,7 +273,7 @@ def _provenance(run: RunData) -> str:
         ("dataset", meta.get("dataset", config.get("dataset"))),
         ("matcher, plugins", f"{meta.get('matcher', config.get('matcher'))}; "
                              f"{', '.join(meta.get('plugins', [])) or '-'}"),
-        ("network", f"{meta.get('model', '-')} {_value(meta.get('model_options') or {})}"),
+        ("network", f"{meta.get('model', '-')} " + ", ".join(f"{k}={v}" for k, v in (meta.get("model_options") or {}).items())),
         ("buffer", meta.get("buffer") or config.get("buffer")),
         ("synthetic set", f"{meta.get('ipc', '?')} per class x {meta.get('num_classes', '?')} classes, "
                           f"{'learned soft labels' if meta.get('soft_labels') else 'hard labels'}"),
