@@ -26,6 +26,7 @@ def wandb_offline(monkeypatch, tmp_path):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home" / sub))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
 
 
 def history(metrics_file) -> list[dict]:
