@@ -129,7 +129,7 @@ class DistillConfig(NetworkSettings, CommonSettings):
     snapshot_every: int | None = option(None, "save the synthetic images as snapshots/synthetic_itNNNNNN.png "
                                               "before the first iteration and every N iterations, for the run "
                                               "report (default: 10 over the run; 0: none)",
-                                        type=non_negative_int, group=DISTILL)
+                                        metavar="N", type=non_negative_int, group=DISTILL)
     eval_runs: int = option(3, "fresh networks to train and test (default 3)", type=positive_int,
                             group=EVAL_PROTOCOL)
     eval_epochs: int = option(1000, "training epochs per network (default 1000)", type=positive_int,
