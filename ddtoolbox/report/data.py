@@ -188,8 +188,7 @@ def load_run(path) -> RunData:
                  for p in sorted((run_dir / "snapshots").glob("synthetic_it*.png"), key=_iteration_of_or_zero)]
     if (run_dir / "synthetic.png").is_file():
         done = len(history)
-        snapshots.append(Picture(run_dir / "synthetic.png", f"final ({done} iteration{'s' if done != 1 else ''})",
-                                 None))
+        snapshots.append(Picture(run_dir / "synthetic.png", f"final ({done})", None))
     maps = sorted((run_dir / "dae").glob("maps_it*.png"), key=_iteration_of_or_zero)
     dae_maps = [Picture(p, _snapshot_caption(_iteration_of(p)), _iteration_of(p)) for p in maps]
     if (run_dir / "dae" / "maps_final.png").is_file():

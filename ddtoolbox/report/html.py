@@ -45,6 +45,7 @@ h3 { font-size: 14px; margin: 16px 0 6px; color: var(--muted); }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(400px, 1fr)); gap: 10px; }
 .plots img { border: 1px solid var(--line); border-radius: 4px; }
 .strip { display: flex; gap: 6px; overflow-x: auto; align-items: flex-start; padding-bottom: 6px; }
+.strip figure { width: min-content; }
 .gallery { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
 figure { margin: 0; text-align: center; }
 figcaption { font-size: 12px; color: var(--muted); margin-top: 2px; }
@@ -148,6 +149,8 @@ def _without_labels(data: bytes, height: int) -> bytes:
 
 def strip(pictures: list[Picture], what: str, notes: list) -> str:
     """Pictures of one run over time, side by side; class names only on the first."""
+    from ..viz import LABEL_WIDTH
+
     shown = _spread(pictures)
     parts, first_height = [], None
     for pic in shown:
@@ -155,12 +158,15 @@ def strip(pictures: list[Picture], what: str, notes: list) -> str:
         if data is None:
             continue
         size = _png_size(data)
+        caption = ""
         if first_height is None:
             first_height = size[1]
+            if size[0] > LABEL_WIDTH + 8:   # centre the caption under the images, not the class names
+                caption = f" style='padding-left:{LABEL_WIDTH}px'"
         else:
             data = _without_labels(data, first_height)
-        parts.append(f"<figure>{img(data, f'{what}, {pic.caption}', 'pixels')}<figcaption>{esc(pic.caption)}"
-                     f"</figcaption></figure>")
+        parts.append(f"<figure>{img(data, f'{what}, {pic.caption}', 'pixels')}<figcaption{caption}>"
+                     f"{esc(pic.caption)}</figcaption></figure>")
     if not parts:
         return ""
     more = (f"<p class='s'>{len(shown)} of {len(pictures)} pictures shown, evenly spaced; all of them are in "
