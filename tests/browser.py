@@ -5,7 +5,8 @@ chromium-driver``; ``./dev.sh test`` installs them) through Selenium, which is p
 nothing downloads a browser of its own. ``missing()`` says why a browser cannot be had here, for a
 clear ``pytest.skip``.
 
-As a script, it takes the screenshots kept in the docs::
+As a script, it checks a page the same way and takes a screenshot of all of it (a 256-colour PNG),
+as kept in the docs::
 
     python tests/browser.py REPORT.html SHOT.png [WIDTH]
 """
@@ -99,6 +100,15 @@ def screenshot(driver, out: Path, width: int = 1360) -> Path:
     return Path(out)
 
 
+def small_png(path: Path) -> None:
+    """Rewrite a screenshot with a 256-colour palette (half the bytes; pages have few colours)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        palette = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette.save(path, optimize=True)
+
+
 def main(argv) -> int:
     if len(argv) not in (2, 3):
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
@@ -116,6 +126,7 @@ def main(argv) -> int:
         path = screenshot(driver, Path(argv[1]), width)
     finally:
         driver.quit()
+    small_png(path)
     print(f"{path}: {len(state['sections'])} sections, {len(state['images'])} images"
           f"{f', BROKEN: {broken}' if broken else ''}{f', console errors: {errors}' if errors else ''}")
     return 1 if broken or errors else 0

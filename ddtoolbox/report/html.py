@@ -455,28 +455,18 @@ def _settings_comparison(runs: list[RunData]) -> str:
     return body
 
 
-def _final_pictures(runs: list[RunData], pick, what: str, notes: list) -> str:
-    parts = []
-    for run in runs:
-        pic = pick(run)
-        data = _read_png(pic.path, notes) if pic is not None else None
-        if data is not None:
-            parts.append(f"<figure>{img(data, f'{what} of {run.name}', 'pixels')}<figcaption><b>{esc(run.name)}"
-                         f"</b> · {esc(pic.caption)}</figcaption></figure>")
-    return f"<div class='gallery'>{''.join(parts)}</div>" if parts else ""
-
-
 def render_comparison(runs: list[RunData], labels: list[str], plots_ok: bool, links: dict) -> str:
     """The page comparing several runs (an ablation's rows): overlaid curves, a table of final numbers."""
     named = [_Named(run, label) for run, label in zip(runs, labels)]
     notes = [n for r in runs for n in r.notes]
     body = _section("results", "Final numbers", _results_table(named, links))
     body += _section("curves", "Curves", _plots_html(named, plots_ok))
-    finals = _final_pictures(named, lambda r: r.snapshots[-1] if r.snapshots else None, "final images", notes)
-    maps = _final_pictures(named, lambda r: r.dae_maps[-1] if r.dae_maps else None, "DAE maps", notes)
-    images = ("<h3>Final synthetic images</h3>" + finals) if finals else "<p class='missing'>No pictures.</p>"
+    finals = strip([Picture(r.snapshots[-1].path, r.name) for r in named if r.snapshots], "final images", notes)
+    maps = strip([Picture(r.dae_maps[-1].path, r.name) for r in named if r.dae_maps], "DAE maps", notes)
+    images = ("<h3>Final synthetic images, one column per run</h3>" + finals) if finals else \
+        "<p class='missing'>No pictures.</p>"
     if maps:
-        images += "<h3>DAE activation maps (last refresh)</h3>" + maps
+        images += "<h3>DAE activation maps, the last of each run (its final images where DAE mapped them)</h3>" + maps
     body += _section("images", "Synthetic images", images)
     body += _section("settings", "Settings", _settings_comparison(named))
     if notes:

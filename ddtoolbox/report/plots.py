@@ -51,7 +51,7 @@ def _figure(title: str, ylabel: str):
 
 def _png(fig, ax, legend: bool) -> bytes:
     if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -73,29 +73,39 @@ def _smooth(ys: list[float], window: int) -> list[float]:
     return out
 
 
+def _style_key(ax, **style) -> None:
+    """A grey legend entry that explains a line or marker style shared by every run's colour."""
+    ax.plot([], [], color="grey", **style)
+
+
 def loss(runs: list[RunData]) -> bytes | None:
     """The matching loss (raw and a running mean); CPD's plain Eq. 1 loss dashed where logged."""
     if not any(r.series("loss")[0] for r in runs):
         return None
     fig, ax = _figure("matching loss", "loss")
     several = len(runs) > 1
+    smoothed = plain = False
     for i, run in enumerate(runs):
         xs, ys = run.series("loss")
         if not xs:
             continue
         window = max(1, len(ys) // 25)
-        name = f"{run.name}: " if several else ""
+        label = run.name if several else ("loss" if window == 1 else f"running mean of {window}")
         if window > 1:
+            smoothed = True
             ax.plot(xs, ys, color=_colour(i), alpha=0.25, linewidth=0.8)
-            ax.plot(xs, _smooth(ys, window), color=_colour(i), linewidth=1.6,
-                    label=f"{name}running mean of {window}")
+            ax.plot(xs, _smooth(ys, window), color=_colour(i), linewidth=1.6, label=label)
         else:
-            ax.plot(xs, ys, color=_colour(i), linewidth=1.4, marker="." if len(xs) < 30 else None,
-                    label=f"{name}loss" if several else "loss")
+            ax.plot(xs, ys, color=_colour(i), linewidth=1.4, marker="." if len(xs) < 30 else None, label=label)
         px, py = run.series("cpd_full_loss")
         if px:
+            plain = True
             ax.plot(px, _smooth(py, window), color=_colour(i), linestyle="--", linewidth=1.0,
-                    label=f"{name}plain Eq. 1 loss (CPD)")
+                    label=None if several else "plain Eq. 1 loss (CPD)")
+    if several and plain:
+        _style_key(ax, linestyle="--", linewidth=1.0, label="plain Eq. 1 loss (CPD)")
+    if several and smoothed:
+        ax.set_title("matching loss (faint: raw; solid: running mean)", fontsize=10)
     return _png(fig, ax, legend=True)
 
 
@@ -137,18 +147,22 @@ def accuracy(runs: list[RunData]) -> bytes | None:
     if not has_any:
         return None
     fig, ax = _figure("evaluation accuracy", "test accuracy (%)")
+    several, files = len(runs) > 1, False
     for i, run in enumerate(runs):
         xs, means = run.series("eval_mean")
         _, stds = run.series("eval_std")
-        name = f"{run.name}: " if len(runs) > 1 else ""
         if xs:
             ax.errorbar(xs, [m * 100 for m in means], yerr=[s * 100 for s in stds] if len(stds) == len(xs) else None,
                         color=_colour(i), marker="o", markersize=4, capsize=3, linewidth=1.4,
-                        label=f"{name}in-run (--eval-every)")
+                        label=run.name if several else "in-run (--eval-every)")
         if run.eval_file is not None and run.evaluation is not None:
+            files = True
             e = run.evaluation
             ax.errorbar([len(run.history)], [e.mean * 100], yerr=[e.std * 100], color=_colour(i), marker="D",
-                        markersize=6, capsize=3, linestyle="none", label=f"{name}{run.eval_file.name}")
+                        markersize=6, capsize=3, linestyle="none",
+                        label=(run.name if not xs else None) if several else run.eval_file.name)
+    if several and files:
+        _style_key(ax, marker="D", markersize=6, linestyle="none", label="eval.json")
     return _png(fig, ax, legend=True)
 
 
@@ -157,14 +171,18 @@ def dae_area(runs: list[RunData]) -> bytes | None:
     if not any(r.series("dae_area")[0] for r in runs):
         return None
     fig, ax = _figure("discriminative area (DAE)", "share of pixels >= map mean")
+    several = len(runs) > 1
     for i, run in enumerate(runs):
         xs, ys = run.series("dae_area", x_offset=0)
-        name = f"{run.name}: " if len(runs) > 1 else ""
         if xs:
-            ax.plot(xs, ys, color=_colour(i), marker="o", markersize=3, linewidth=1.4, label=f"{name}at refreshes")
+            ax.plot(xs, ys, color=_colour(i), marker="o", markersize=3, linewidth=1.4,
+                    label=run.name if several else "at refreshes")
         fx, fy = run.series("dae_area_final")
         if fx:
-            ax.plot(fx, fy, color=_colour(i), marker="D", markersize=6, linestyle="none", label=f"{name}final images")
+            ax.plot(fx, fy, color=_colour(i), marker="D", markersize=6, linestyle="none",
+                    label=None if several else "final images")
+    if several:
+        _style_key(ax, marker="D", markersize=6, linestyle="none", label="final images")
     return _png(fig, ax, legend=True)
 
 
