@@ -9,7 +9,9 @@
 # from requirements/tested.txt, ddtoolbox and every plugin under plugins/ and examples/ installed
 # editable, and
 # the Fashion-MNIST files (Debian package dataset-fashion-mnist) unless $DDTOOL_DATA points at a
-# copy. Each step is skipped when it is already done, so rerunning is cheap.
+# copy; for the tests also Chromium and its chromedriver (Debian packages chromium, chromium-driver),
+# which the run report's browser test drives. Each step is skipped when it is already done, so
+# rerunning is cheap.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${DDTOOL_VENV:-.venv}"
@@ -25,7 +27,7 @@ setup_python() {
     want=$(cat requirements/tested.txt setup.cfg pyproject.toml $(for p in $plugins; do echo "$p/setup.cfg"; done) | sha256sum | cut -d' ' -f1)
     stamp="$VENV/.ddtoolbox-installed"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest, import-linter)" >&2
+        echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest, import-linter, tensorboard, wandb, selenium)" >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/tested.txt
         local editable=(-e ".[plots]")
         for p in $plugins; do editable+=(-e "$p"); done
@@ -34,18 +36,41 @@ setup_python() {
     fi
 }
 
+APT_UPDATED=""
+
+# apt_install PACKAGE...: install Debian packages (as root, or through sudo); fails where apt is missing
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if ! command -v apt-get >/dev/null || { [ -n "$sudo" ] && ! command -v sudo >/dev/null; }; then
+        return 1
+    fi
+    if [ -z "$APT_UPDATED" ]; then
+        $sudo apt-get update -qq || return 1
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 setup_data() {
     if [ -n "${DDTOOL_DATA:-}" ] || [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
         return
     fi
     echo "dev.sh: installing Fashion-MNIST (Debian package dataset-fashion-mnist)" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
-    else
+    if ! apt_install dataset-fashion-mnist; then
         echo "dev.sh: cannot install Fashion-MNIST here; put its four IDX .gz files in a folder and set DDTOOL_DATA to it" >&2
         exit 2
+    fi
+}
+
+setup_browser() {
+    if command -v chromedriver >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+        return
+    fi
+    echo "dev.sh: installing Chromium and chromedriver (Debian packages chromium, chromium-driver) for the report's browser test" >&2
+    if ! apt_install chromium chromium-driver; then
+        echo "dev.sh: cannot install Chromium here; the report's browser test will be skipped" >&2
+        if [ -n "${CI:-}" ]; then exit 2; fi   # CI must run that test
     fi
 }
 
@@ -54,6 +79,6 @@ shift || true
 case "$cmd" in
     setup) setup_python; setup_data ;;
     demo)  setup_python; setup_data; exec "$VENV/bin/ddtool" demo "$@" ;;
-    test)  setup_python; setup_data; exec "$VENV/bin/python" -m pytest -q "$@" ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    test)  setup_python; setup_data; setup_browser; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -155,6 +155,10 @@ class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
                         group=DISTILL)
     eval_every: int = option(0, "evaluate every N iterations and at the end (0: never)", type=non_negative_int,
                              group=DISTILL)
+    snapshot_every: int | None = option(None, "save the synthetic images as snapshots/synthetic_itNNNNNN.png "
+                                              "before the first iteration and every N iterations, for the run "
+                                              "report (default: 10 over the run; 0: none)",
+                                        metavar="N", type=non_negative_int, group=DISTILL)
     eval_runs: int = option(3, "fresh networks to train and test (default 3)", type=positive_int,
                             group=EVAL_PROTOCOL)
     eval_epochs: int = option(1000, "training epochs per network (default 1000)", type=positive_int,
@@ -179,6 +183,13 @@ class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
                              f"{self.max_start_epoch})")
         if not str(self.out).strip():
             raise UsageError("--out must name a folder")
+
+    @property
+    def snapshot_interval(self) -> int:
+        """Iterations between image snapshots (0: none); by default ten over the run."""
+        if self.snapshot_every is not None:
+            return self.snapshot_every
+        return -(-self.iterations // 10) if self.iterations > 0 else 0
 
 
 # ---------------------------------------------------------------------------- eval

@@ -30,7 +30,7 @@ from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
 from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
-from .runtime import configure_backends, honours_threads, resolve_device, seed_everything
+from .runtime import configure_backends, environment, honours_threads, resolve_device, seed_everything
 from .viz import save_image_grid
 
 
@@ -298,7 +298,7 @@ def save_run(run: Run, seconds: float) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
     metrics = {
-        "meta": record["meta"], "config": run.config.as_dict(),
+        "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
         "divergent_updates_skipped": sum(1 for h in run.history if "diverged" in h),

@@ -29,6 +29,7 @@ from .checkpoint import checkpoint_path, save_checkpoint, set_rng_state
 from .errors import Diverged, Interrupted, PluginError, warn
 from .losses import combine_weights, matching_loss
 from .runtime import StopSignals
+from .viz import save_image_grid, snapshot_path
 
 #: smallest learned student lr; MTT's lr is a free parameter and can otherwise go negative and diverge
 MIN_SYN_LR = 1e-8
@@ -91,15 +92,21 @@ class Loop:
         """Every remaining iteration; returns the run's seconds (across resumes)."""
         run, c = self.run, self.run.config
         started = last_save = time.time()
+        snapshot_every = c.snapshot_interval
+        if snapshot_every and self.first == 0:
+            self.save_snapshot(0)
         bar = tqdm(range(self.first, c.iterations), initial=self.first, total=c.iterations,
                    desc=f"distill {c.matcher}", unit="it", disable=not self.progress)
         with StopSignals() as stop:
             for it in bar:
                 self.step(it)
                 if self.evaluate is not None and ((it + 1) % c.eval_every == 0 or it == c.iterations - 1):
+                    eval_start = time.time()
                     result = self.evaluate(run)
-                    run.log(**{f"eval_{k}": v for k, v in result.items()})
+                    run.log(**{f"eval_{k}": v for k, v in result.items()}, eval_seconds=round(time.time() - eval_start, 3))
                     bar.write(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
+                if snapshot_every and (it + 1) % snapshot_every == 0 and it < c.iterations - 1:
+                    self.save_snapshot(it + 1)   # the last iteration's images are synthetic.png
                 self.hooks.on_iteration(run, record=run.record)
                 bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
                 seconds = self.seconds_before + time.time() - started
@@ -153,6 +160,12 @@ class Loop:
             self.on_divergence(it, problem)
         run.log(loss=run.loss, syn_lr=run.syn_lr.item(), skipped=skipped or problem is not None, **run.segment)
         self.watch_floor(it)
+
+    def save_snapshot(self, iterations_done: int) -> None:
+        """The current images as one row per class, for the run report (no random draws: results stay the same)."""
+        run = self.run
+        save_image_grid(snapshot_path(run.out_dir, iterations_done), run.train_set.unwhiten(run.images.detach()),
+                        run.labels, run.info)
 
     # ------------------------------------------------------------------ guards
 

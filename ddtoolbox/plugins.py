@@ -223,7 +223,8 @@ class PluginManager:
                 known = ", ".join(sorted(self.installed)) or "none"
                 raise UsageError(
                     f"unknown plugin '{value}': not an installed plugin (installed: {known}) "
-                    f"and not an importable module; install it or check the name"
+                    f"and not an importable module; install it, check the name, or for a module file in "
+                    f"this folder run with PYTHONPATH=."
                 ) from exc
             raise UsageError(f"plugin module '{value}' failed to import: {exc}") from exc
         except Exception as exc:

@@ -1,9 +1,12 @@
-"""Seeds and devices: the two things every command sets the same way."""
+"""Seeds, devices, threads and signals, set the same way by every command; and the facts of the
+environment a result was made in (versions, device, host, date), for the records that keep results."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import platform
 import random
 import signal
 import threading
@@ -113,3 +116,17 @@ def honours_threads(fn):
             return fn(settings, *args, **kwargs)
 
     return run
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what a result is being made: date (UTC), device, host, CPU and versions."""
+    import kornia
+
+    from . import __version__
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": describe_device(device), "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "torch": torch.__version__, "kornia": kornia.__version__,
+        "ddtoolbox": __version__, "cuda": torch.version.cuda,
+    }

@@ -9,9 +9,7 @@ with the device, software versions and date, so numbers from different machines 
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import __version__
 from .augment import DSA
 from .io import atomic_write
 from .models import FlatModel, create_model
-from .runtime import configure_backends, describe_device
+from .runtime import configure_backends
 from .unroll import unroll, unroll_checkpointed
 
 MODES = {"full": unroll, "checkpointed": unroll_checkpointed}
@@ -136,17 +133,6 @@ def measure(mode, *, channels, size, num_classes, model, model_options, ipc, bat
         "mode": mode, "seconds_per_iteration": seconds, "peak_memory_bytes": int(peak),
         "gflop_per_iteration": flops / 1e9, "achieved_tflops": flops / seconds / 1e12,
         "params": student.num_params, "images": n,
-    }
-
-
-def environment(device) -> dict:
-    import kornia
-
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": describe_device(device), "host": platform.node(), "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__, "kornia": kornia.__version__,
-        "ddtoolbox": __version__, "cuda": torch.version.cuda,
     }
 
 

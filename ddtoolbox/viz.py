@@ -10,6 +10,8 @@ from torchvision.utils import make_grid
 from .data import denormalize
 from .io import atomic_write
 
+#: folder of a run's image snapshots (``--snapshot-every``), under its output folder
+SNAPSHOT_FOLDER = "snapshots"
 MIN_TILE = 64     # small images (28 px) are enlarged so a person can see them
 LABEL_WIDTH = 90  # left margin for the class names
 
@@ -50,3 +52,10 @@ def save_image_grid(path, images, labels, info, max_per_class: int = 10, overlay
     """Write :func:`grid_image` as a PNG (atomically)."""
     img = grid_image(images, labels, info, max_per_class, overlay)
     return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
+
+
+def snapshot_path(out_dir, iterations_done: int):
+    """Where a run's snapshot after ``iterations_done`` iterations goes (0: the initial images)."""
+    from pathlib import Path
+
+    return Path(out_dir) / SNAPSHOT_FOLDER / f"synthetic_it{iterations_done:06d}.png"

@@ -206,9 +206,11 @@ def test_a_second_writer_is_refused_at_once(toy_dataset, toy_buffer, tmp_path):
 
 def test_a_lock_of_a_killed_process_does_not_block(toy_buffer, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ddtoolbox.outputs import OutputLock; "
-                               f"OutputLock({str(tmp_path)!r}).__enter__(); print('held', flush=True); time.sleep(60)"],
+                               f"lock = OutputLock({str(tmp_path)!r}); lock.__enter__(); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    held = run_cli(*distill_argv(toy_buffer, tmp_path, iterations=1))
+    assert held.code == 2 and "another ddtool process" in held.err      # the lock was really held
     holder.kill()
     holder.wait()
     assert (tmp_path / ".ddtool.lock").exists()

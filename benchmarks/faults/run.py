@@ -124,7 +124,7 @@ def main(work: Path) -> list[dict]:
          *ddtool("eval", "--synthetic", good / "synthetic.pt", "--runs", "1", "--epochs", "1", "--device", "cpu"))
     locked = work / "locked"
     holder = subprocess.Popen([sys.executable, "-c", "import time; from ddtoolbox.outputs import OutputLock; "
-                               f"OutputLock({str(locked)!r}).__enter__(); print('held', flush=True); time.sleep(120)"],
+                               f"lock = OutputLock({str(locked)!r}); lock.__enter__(); print('held', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     holder.stdout.readline()
     case("a second distill into a folder being written", "2 at once", *ddtool(*d(locked, "--iterations", "1")))

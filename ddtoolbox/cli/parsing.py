@@ -14,7 +14,7 @@ from ..errors import PluginError, UsageError, warn
 from ..options import add_arguments, option_fields
 
 #: ddtool's own commands in the order ``ddtool --help`` lists them; plugins' commands follow
-ORDER = ("demo", "buffer", "distill", "eval", "train-full", "bench-speed", "bench", "presets", "plugins",
+ORDER = ("demo", "buffer", "distill", "eval", "report", "train-full", "bench-speed", "bench", "presets", "plugins",
          "data", "compdd")
 
 

@@ -28,7 +28,7 @@ def run(args, pm) -> None:
     from ...bench.runner import BenchRunner, full_result
     from ...bench.spec import check_spec, read_spec
     from ...runtime import resolve_device
-    from ...speed import environment
+    from ...runtime import environment
 
     spec = read_spec(args.spec)
     parsers = build_parser(pm).commands

@@ -13,6 +13,8 @@ def setup(p, pm) -> None:
     add_plugin_option(p)
     add_preset_option(p)
     add_settings(p, DistillConfig, pm, "distill")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html at the end (see 'ddtool report')")
 
 
 def run(args, pm) -> None:
@@ -33,6 +35,12 @@ def run(args, pm) -> None:
         print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
               f"{format_result({'mean': evals[-1]['eval_mean'], 'std': evals[-1]['eval_std']})}")
     print(f"files: {Path(config.out) / 'synthetic.pt'}, synthetic.png, metrics.json")
+    if not args.no_report:
+        from ...report import report_after_run
+
+        path = report_after_run(config.out)
+        if path is not None:
+            print(f"report: {path}")
 
 
 def resume_settings(args, pm):

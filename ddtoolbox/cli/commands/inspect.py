@@ -35,12 +35,13 @@ def run_plugins(args, pm) -> None:
     for t in sorted(pm.trainers.values(), key=lambda t: t.name):
         print(f"  {t.name:<10} {t.description}  [plugin {t.plugin}]")
     print("plugins:")
+    width = max([10] + [len(r["plugin"]) for r in rows])   # names longer than 10 ("tensorboard") keep the column
     for r in rows:
-        print(f"  {r['plugin']:<10} {r['description']}")
+        print(f"  {r['plugin']:<{width}} {r['description']}")
         for command, opts in r["options"].items():
-            print(f"  {'':<10}   {command} options: {' '.join(opts)}")
+            print(f"  {'':<{width}}   {command} options: {' '.join(opts)}")
         if r["commands"]:
-            print(f"  {'':<10}   commands: {' '.join(r['commands'])}")
+            print(f"  {'':<{width}}   commands: {' '.join(r['commands'])}")
     print(f"models: {', '.join(list_models())}")
 
 

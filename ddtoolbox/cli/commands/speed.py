@@ -38,8 +38,8 @@ def setup(p, pm) -> None:
 
 def run(args, pm) -> None:
     from ...models import model_options
-    from ...runtime import configure_backends, resolve_device
-    from ...speed import append_results, environment, hardware_peak_tflops, measure
+    from ...runtime import configure_backends, environment, resolve_device
+    from ...speed import append_results, hardware_peak_tflops, measure
 
     device = resolve_device(args.device)
     configure_backends(device, args.tf32)

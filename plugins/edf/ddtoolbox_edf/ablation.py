@@ -15,7 +15,8 @@ results exist is not run again (``--force`` redoes it), so an interrupted ablati
 
 The optional row ``init`` evaluates the initial synthetic images (0 iterations), the starting
 point every other row shares. The table is printed and written to ``OUT/ablation.md`` and
-``OUT/ablation.json``.
+``OUT/ablation.json``; unless ``--no-report``, every row gets its run report (``OUT/<row>/report.html``,
+with its evaluation) and the rows a comparison page, ``OUT/comparison.html`` (see ``ddtool report``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def setup(p, pm) -> None:
     p.add_argument("--rows", default="neither,cpd,dae,both",
                    help="comma-separated rows among init, neither, cpd, dae, both (default: the four of Table 4)")
     p.add_argument("--force", action="store_true", help="re-run rows that already have results")
+    p.add_argument("--no-report", action="store_true",
+                   help="write no HTML reports (default: OUT/<row>/report.html and OUT/comparison.html)")
     add_arguments(p, DistillConfig)
     for plugin, cls in pm.option_classes("distill").items():
         add_arguments(p, cls, title=f"plugin {plugin}", require=False)
@@ -82,6 +85,7 @@ def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict
     print(f"[{name}] distill --matcher {row_config.matcher}" + "".join(f" --plugin {p}" for p in plugins), flush=True)
     start = time.time()
     distill(row_config, plugins=plugins, options=options, manager=pm)
+    (folder / "report.html").unlink(missing_ok=True)   # an older row's report; the new one follows its eval
     distill_seconds = time.time() - start
     settings = EvalSettings(synthetic=str(folder / "synthetic.pt"), eval_runs=config.eval_runs,
                             eval_epochs=config.eval_epochs, seed=config.seed, device=config.device,
@@ -156,6 +160,8 @@ def run(args, pm) -> None:
     Path(config.out).mkdir(parents=True, exist_ok=True)
     start = time.time()
     results = [run_row(name, config, options, args.force, pm) for name in rows]
+    if not args.no_report:
+        write_reports(Path(config.out), rows)
     text = table(results, config, options)
     wall = time.time() - start
     print()
@@ -165,6 +171,20 @@ def run(args, pm) -> None:
     atomic_write(Path(config.out) / "ablation.md", lambda fh: fh.write((text + "\n").encode()))
     write_json(Path(config.out) / "ablation.json", {"config": config.as_dict(), "options": options,
                                                     "rows": results, "wall_seconds": round(wall, 1)})
+
+
+def write_reports(out: Path, rows: list[str]) -> None:
+    """Each row's run report (where it has none yet) and, for several rows, their comparison."""
+    from ddtoolbox.report import COMPARISON_NAME, REPORT_NAME, report_after_run, write_report
+
+    for name in rows:
+        if not (out / name / REPORT_NAME).exists() and report_after_run(out / name) is None:
+            return   # no matplotlib: report_after_run said so once
+    if len(rows) == 1:
+        print(f"report: {out / rows[0] / REPORT_NAME}", flush=True)
+        return
+    path = write_report([out / name for name in rows], out / COMPARISON_NAME)
+    print(f"reports: {out}/<row>/{REPORT_NAME}; the rows compared: {path}", flush=True)
 
 
 @hookimpl

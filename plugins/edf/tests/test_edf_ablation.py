@@ -24,8 +24,18 @@ def test_ablation_runs_four_rows_and_resumes(toy_dataset, toy_buffer, tmp_path, 
     assert rows[1]["cpd_alpha"] == 0.25 and rows[3]["options"]["cpd_alpha"] == 0.25
     assert "cpd_alpha" not in rows[2]["options"] and rows[2]["options"]["dae_every"] == 1
     assert rows[0]["plugins"] == [] and rows[3]["plugins"] == ["cpd", "dae"]
-    # a second invocation reuses the finished rows
+    # each row's report (with its eval.json) and the comparison of the rows
+    for r in rows:
+        page = (tmp_path / r["row"] / "report.html").read_text()
+        assert f"{r['mean'] * 100:.2f} ± {r['std'] * 100:.2f}%" in page and "eval.json" in page
+    comparison = (tmp_path / "comparison.html").read_text()
+    table = comparison.split("<section id='results'>")[1].split("</section>")[0]
+    assert [row for row in ("neither", "cpd", "dae", "both") if f"<b>{row}</b>" in table] == ["neither", "cpd", "dae", "both"]
+    assert "not evaluated" not in table
+    # a second invocation reuses the finished rows; --no-report writes no page
+    (tmp_path / "comparison.html").unlink()
     before = (tmp_path / "cpd" / "synthetic.pt").stat().st_mtime_ns
-    assert ablation.main(argv) == 0
+    assert ablation.main([*argv, "--no-report"]) == 0
     assert "already done" in capsys.readouterr().out
     assert (tmp_path / "cpd" / "synthetic.pt").stat().st_mtime_ns == before
+    assert not (tmp_path / "comparison.html").exists()
