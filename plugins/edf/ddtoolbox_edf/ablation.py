@@ -30,7 +30,7 @@ from pathlib import Path
 from ddtoolbox import hookimpl
 from ddtoolbox.config import DistillConfig, EvalSettings
 from ddtoolbox.errors import UsageError
-from ddtoolbox.io import atomic_write, write_json
+from ddtoolbox.io import atomic_write, read_json, write_json
 from ddtoolbox.options import add_arguments, option_fields
 
 ROWS = {
@@ -78,7 +78,7 @@ def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict
     result_file = folder / "eval.json"
     if result_file.exists() and (folder / "row.json").exists() and not force:
         print(f"[{name}] already done ({result_file}); --force re-runs it", flush=True)
-        return summarise(name, folder, json.loads((folder / "row.json").read_text()))
+        return summarise(name, folder, read_json(folder / "row.json", "ablation row", f"delete {folder} to redo it"))
     plugins = list(ROWS[name][2])
     # the row folder is the ablation's own: an unfinished or --force'd row is distilled afresh
     row_config = config.replace(out=str(folder), overwrite=True, **({"iterations": 0} if name == "init" else {}))
@@ -103,8 +103,9 @@ def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict
 
 def summarise(name, folder, record) -> dict:
     """One table row from a row folder's metrics.json and eval.json."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    result = json.loads((folder / "eval.json").read_text())
+    fix = f"delete {folder} to redo the row"
+    metrics = read_json(folder / "metrics.json", "row metrics", fix)
+    result = read_json(folder / "eval.json", "row evaluation", fix)
     hist = metrics["history"]
     areas = [h["dae_area"] for h in hist if "dae_area" in h]
     last = hist[-1] if hist else {}
