@@ -129,7 +129,8 @@ def main(work: Path) -> list[dict]:
     holder.stdout.readline()
     case("a second distill into a folder being written", "2 at once", *ddtool(*d(locked, "--iterations", "1")))
     case("a second buffer into a folder being written", "2 at once",
-         *ddtool("buffer", "--out", locked, "--num-experts", "1", "--epochs", "1", "--device", "cpu", "--quiet"))
+         *ddtool("buffer", "--out", locked, "--num-experts", "1", "--epochs", "1", "--width", "8", "--train-subset",
+                 "30", "--device", "cpu", "--quiet"))
     holder.kill()
     holder.wait()
     case("after the holder was killed", "0", *ddtool(*d(locked, "--iterations", "1")))
