@@ -248,6 +248,7 @@ def load_synthetic(path, info=None) -> dict:
         "meta": dict,
     }, where, fix)
     check_fields(record["meta"], SYNTHETIC_META, f"{where}'s metadata", fix)
+    record["images"] = record["images"].float()      # networks are float32; a float64 or half set still trains
     images, labels, lr = record["images"], record["labels"], record["lr"]
     if len(images) == 0 or len(labels) != len(images):
         raise UsageError(f"{where} holds {len(images)} images and {len(labels)} labels; {fix}")
@@ -264,6 +265,7 @@ def load_synthetic(path, info=None) -> dict:
         if not torch.isfinite(targets).all():
             raise UsageError(f"{where} has soft labels that are not finite (NaN or inf); re-run the distillation "
                              f"with a lower --lr-y")
+        record["targets"] = targets.float()
     if info is not None:
         check_fits(record, info, where)
     if record["meta"].get("published"):

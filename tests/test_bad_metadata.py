@@ -167,3 +167,13 @@ def test_report_how_many_cases_were_tried():
     """Runs last in this module: the counts for the record (pytest -s shows them)."""
     print(f"\nbad-metadata cases tried: {TRIED}")
     assert sum(TRIED.values()) > 0 or os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def test_a_float64_synthetic_set_is_evaluated_not_crashed(synthetic_record, tmp_path):
+    """Found by the property test above: float64 images met float32 networks in a traceback."""
+    record = dict(synthetic_record, images=synthetic_record["images"].double(),
+                  targets=synthetic_record["targets"].double())
+    torch.save(record, tmp_path / "f64.pt")
+    r = run_cli("eval", "--synthetic", tmp_path / "f64.pt", "--runs", "1", "--epochs", "1", "--width", "8",
+                "--device", "cpu", "--quiet")
+    assert r.code == 0, r.err
