@@ -81,7 +81,8 @@ def main(work: Path) -> list[dict]:
     code, err = interrupted(d(out, "--iterations", "60", "--checkpoint-every", "5"), out, signal.SIGKILL, 5)
     case("kill -9 mid-run", "killed (-9), checkpoint kept", code, err or "(killed)")
     case("... then --resume", "0", *ddtool("distill", "--resume", "--out", out))
-    case("--resume with a contradicting --lr-img", "2", *ddtool("distill", "--resume", "--out", out, "--lr-img", "5"))
+    case("--resume with a contradicting --lr-img", "2",
+         *ddtool("distill", "--resume", "--out", work / "sigint", "--lr-img", "5"))
     case("--resume where there is no checkpoint", "2", *ddtool("distill", "--resume", "--out", work / "none"))
     damaged = work / "damaged-buffer"
     shutil.copytree(buf, damaged)
