@@ -41,13 +41,15 @@ def batch_schedule(n: int, batch_syn: int, steps: int, device=None) -> list[torc
 
 def unroll(student: FlatModel, theta0: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
            syn_lr: torch.Tensor, steps: int, batch_syn: int, loss_fn: Callable, augment=None,
-           trace: UnrollTrace | None = None) -> tuple[torch.Tensor, UnrollTrace]:
+           trace: UnrollTrace | None = None, split: bool = False) -> tuple[torch.Tensor, UnrollTrace]:
     """Run the student from ``theta0`` and return ``(theta_N, trace)``.
 
     :param theta0: start parameters (detached; the unroll does not differentiate into the expert).
     :param targets: one entry per image, whatever ``loss_fn(logits, targets[idx])`` expects.
     :param augment: ``augment(x, params=None) -> (x_aug, params)``, or None for no augmentation.
     :param trace: replay these batch indices and augmentation parameters instead of drawing new ones.
+    :param split: under torchrun (``distill --parallel batch``): this rank computes only its share of
+        each step's batch (:func:`sharded_grad`); every rank must call with the same random state.
     """
     replay = trace is not None
     if not replay:
@@ -60,10 +62,31 @@ def unroll(student: FlatModel, theta0: torch.Tensor, images: torch.Tensor, targe
             x, params = augment(x, params=trace.aug_params[k] if replay else None)
             if not replay:
                 trace.aug_params.append(params)
-        loss = loss_fn(student(theta, x), targets[idx])
-        grad, = torch.autograd.grad(loss, theta, create_graph=True)
+        if split:
+            grad = sharded_grad(student, theta, x, targets[idx], loss_fn)
+        else:
+            loss = loss_fn(student(theta, x), targets[idx])
+            grad, = torch.autograd.grad(loss, theta, create_graph=True)
         theta = theta - syn_lr * grad
     return theta, trace
+
+
+def sharded_grad(student: FlatModel, theta: torch.Tensor, x: torch.Tensor, targets: torch.Tensor,
+                 loss_fn: Callable) -> torch.Tensor:
+    """The gradient of the batch-mean inner loss, with this rank computing only its slice of the batch.
+
+    Every rank holds the whole (augmented) batch ``x``; it takes its contiguous slice, weighs the
+    slice's mean loss by the slice's share of the batch, and the ranks' gradients are summed with a
+    differentiable all-reduce, so every rank gets the whole batch's gradient (with its graph) and the
+    same next student parameters. ``loss_fn`` must be a mean over the batch of per-image terms, and
+    the network per-image (instance norm, no batch norm), or the split would change the result.
+    """
+    from .parallel import differentiable_sum, shard
+
+    lo, hi = shard(x.shape[0])
+    loss = loss_fn(student(theta, x[lo:hi]), targets[lo:hi]) * ((hi - lo) / x.shape[0])
+    grad, = torch.autograd.grad(loss, theta, create_graph=True)
+    return differentiable_sum(grad)
 
 
 class _CheckpointedUnroll(torch.autograd.Function):
@@ -153,7 +176,8 @@ def graph_bytes_per_step(student: FlatModel, theta0, images, targets, syn_lr, ba
     """Bytes the full unroll keeps alive for one step: what its autograd graph saves.
 
     Counted with saved-tensor hooks, so it works on any device without allocator statistics; the
-    full unroll's memory is about ``steps`` times this.
+    full unroll's memory is about ``steps`` times this. The random generators are left as they were,
+    so measuring (``--unroll auto``) does not change what the run draws afterwards.
     """
     total = 0
     seen = set()
@@ -166,7 +190,8 @@ def graph_bytes_per_step(student: FlatModel, theta0, images, targets, syn_lr, ba
             total += t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         unroll(student, theta0, images, targets, syn_lr, 1, batch_syn, loss_fn, augment)
     return total
 
