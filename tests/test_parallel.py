@@ -17,6 +17,7 @@ from ddtoolbox import parallel
 from ddtoolbox.buffer import Buffer
 from ddtoolbox.cli.testing import run_cli
 from ddtoolbox.errors import UsageError
+from ddtoolbox.loop import Loop
 from ddtoolbox.testing import TOY_BUFFER, TOY_DISTILL, TOY_NAME
 
 WORKER = Path(__file__).with_name("parallel_worker.py")
@@ -34,6 +35,20 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
     half = tmp / "resumed-buffer"       # one expert made by one process, the second added by two
     r = run_cli("buffer", "--dataset", TOY_NAME, "--out", str(half), *TOY_BUFFER, "--num-experts", "1")
     assert r.code == 0, r.err
+    resumed = tmp / "resumed-run"       # a run checkpointed by one process after 2 of 3 iterations
+    step = Loop.step
+
+    def stop_at_the_third(self, it):
+        if it == 2:
+            raise KeyboardInterrupt
+        step(self, it)
+
+    Loop.step = stop_at_the_third
+    try:
+        r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(resumed), "--checkpoint-every", "1")
+    finally:
+        Loop.step = step
+    assert r.code != 0 and (resumed / "checkpoint.pt").exists(), r.err
     jobs = [
         ["grad", str(tmp / "grads.pt")],
         ["cli", ["buffer", "--dataset", TOY_NAME, "--out", str(tmp / "buffer"), *TOY_BUFFER, "--threads", "1"]],
@@ -41,6 +56,7 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "batch")]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "segments"), "--parallel", "segments"]],
         ["cli", [*EVAL, "--synthetic", str(tmp / "batch" / "synthetic.pt"), "--json", str(tmp / "eval.json")]],
+        ["cli", ["distill", "--resume", "--out", str(resumed), "--quiet", "--threads", "1"]],
         ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "tiny"), "--batch-syn", "1"]],
     ]
     (tmp / "jobs.json").write_text(json.dumps(jobs))
@@ -82,19 +98,42 @@ def test_buffer_on_two_ranks_is_bit_identical(two_ranks, toy_buffer):
                [x["test_accuracy"] for x in ref.meta["experts"]]
 
 
-def test_distill_batch_mode_matches_one_process(two_ranks, toy_buffer, tmp_path):
-    tmp, _ = two_ranks
-    r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(tmp_path / "one"))
+@pytest.fixture(scope="module")
+def one_process(toy_dataset, toy_buffer, tmp_path_factory):
+    """One process's set, and (under start/) the images it started from (a zero-iteration run)."""
+    out = tmp_path_factory.mktemp("one-process")
+    r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(out))
     assert r.code == 0, r.err
-    one = torch.load(tmp_path / "one" / "synthetic.pt", weights_only=True)
-    two = torch.load(tmp / "batch" / "synthetic.pt", weights_only=True)
-    assert two["meta"]["world_size"] == 2 and two["meta"]["parallel"] == "batch"
-    assert (one["images"] - two["images"]).abs().max() < 1e-5 * one["images"].abs().max()
+    r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(out / "start"), "--iterations", "0")
+    assert r.code == 0, r.err
+    return out
+
+
+def same_set(one_dir, two_dir):
+    one = torch.load(one_dir / "synthetic.pt", weights_only=True)
+    two = torch.load(two_dir / "synthetic.pt", weights_only=True)
+    start = torch.load(one_dir / "start" / "synthetic.pt", weights_only=True)["images"]
+    moved = (one["images"] - start).abs().max()
+    assert moved > 1e-3                                   # the images did change, so the match means something
+    assert (one["images"] - two["images"]).abs().max() < 1e-4 * moved
     assert abs(one["lr"].item() - two["lr"].item()) < 1e-6 * one["lr"].item()
+    return two
+
+
+def test_distill_batch_mode_matches_one_process(two_ranks, one_process):
+    tmp, _ = two_ranks
+    two = same_set(one_process, tmp / "batch")
+    assert two["meta"]["world_size"] == 2 and two["meta"]["parallel"] == "batch"
     metrics = json.loads((tmp / "batch" / "metrics.json").read_text())
-    ref = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    ref = json.loads((one_process / "metrics.json").read_text())
     assert [h["expert"] for h in metrics["history"]] == [h["expert"] for h in ref["history"]]
     assert metrics["history"][-1]["loss"] == pytest.approx(ref["history"][-1]["loss"], rel=1e-5)
+
+
+def test_a_one_process_checkpoint_resumes_on_two_ranks(two_ranks, one_process):
+    tmp, _ = two_ranks
+    same_set(one_process, tmp / "resumed-run")
+    assert not (tmp / "resumed-run" / "checkpoint.pt").exists()
 
 
 def test_distill_segments_mode_runs_and_says_so(two_ranks):
