@@ -67,6 +67,8 @@ class Run:
     history: list = field(default_factory=list)   #: every record so far, as metrics.json will hold them
     unroll_mode: str = "none"         #: how the student unroll keeps its graph (set by trajectory matchers)
     parallel: str = "none"            #: under torchrun: batch or segments (``--parallel``); none for one process
+    writes: bool = True               #: whether this process writes files (under torchrun only rank 0 does);
+                                      #: a plugin writes under ``out_dir`` only when it is True
 
     def log(self, **values) -> None:
         """Add plain numbers to the current iteration's record in ``metrics.json``."""
@@ -161,7 +163,7 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
         run = Run(config=config, out_dir=out, device=device, info=train_set.info, train_set=train_set,
                   buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
-                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode)
+                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main)
         hooks = pm.run_hooks(active)
         failure = None
         try:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(WORKER.parent))
 import parallel_worker  # noqa: E402
 
 DISTILL = ("distill", "--dataset", TOY_NAME, *TOY_DISTILL, "--iterations", "3", "--batch-syn", "4", "--threads", "1")
+EDF = ("--matcher", "datm", "--plugin", "cpd", "--plugin", "dae", "--cpd-alpha", "0.25", "--dae-every", "1")
 EVAL = ("eval", "--runs", "3", "--epochs", "3", "--device", "cpu", "--quiet", "--threads", "1")
 
 
@@ -55,6 +56,7 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
         ["cli", ["buffer", "--dataset", TOY_NAME, "--out", str(half), *TOY_BUFFER, "--threads", "1", "--resume"]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "batch")]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "segments"), "--parallel", "segments"]],
+        ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "edf"), *EDF]],
         ["cli", [*EVAL, "--synthetic", str(tmp / "batch" / "synthetic.pt"), "--json", str(tmp / "eval.json")]],
         ["cli", ["distill", "--resume", "--out", str(resumed), "--quiet", "--threads", "1"]],
         ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "tiny"), "--batch-syn", "1"]],
@@ -128,6 +130,20 @@ def test_distill_batch_mode_matches_one_process(two_ranks, one_process):
     ref = json.loads((one_process / "metrics.json").read_text())
     assert [h["expert"] for h in metrics["history"]] == [h["expert"] for h in ref["history"]]
     assert metrics["history"][-1]["loss"] == pytest.approx(ref["history"][-1]["loss"], rel=1e-5)
+
+
+def test_datm_cpd_dae_batch_mode_matches_one_process(two_ranks, toy_buffer, tmp_path):
+    """Learned soft labels, CPD's mask and DAE's weights: the same on two ranks as in one process."""
+    tmp, _ = two_ranks
+    r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(tmp_path), *EDF)
+    assert r.code == 0, r.err
+    one = torch.load(tmp_path / "synthetic.pt", weights_only=True)
+    two = torch.load(tmp / "edf" / "synthetic.pt", weights_only=True)
+    assert two["meta"]["plugins"] == one["meta"]["plugins"]
+    for name in ("images", "targets", "lr"):
+        scale = one[name].abs().max()
+        assert (one[name] - two[name]).abs().max() < 1e-5 * scale, name
+    assert (tmp / "edf" / "dae").is_dir()
 
 
 def test_a_one_process_checkpoint_resumes_on_two_ranks(two_ranks, one_process):
