@@ -206,3 +206,11 @@ def test_shards_cover_the_batch(monkeypatch):
         assert parts[0][0] == 0 and parts[-1][1] == 7
         assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
         assert max(h - l for l, h in parts) - min(h - l for l, h in parts) <= 1
+
+
+def test_commands_that_run_as_one_process_refuse_torchrun(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    r = run_cli("train-full", "--dataset", TOY_NAME, "--device", "cpu", "--epochs", "1", "--quiet")
+    assert r.code == 2
+    assert "'ddtool train-full' runs as one process; start it without torchrun" in r.err
