@@ -101,16 +101,20 @@ class _CheckpointedUnroll(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta0, images, targets, syn_lr, student, loss_fn, augment, trace):
+    def forward(ctx, theta0, images, targets, syn_lr, student, loss_fn, augment, trace, split=False):
+        from .parallel import sum_
+
         thetas = [theta0.detach()]
         theta = thetas[0]
         with torch.enable_grad():
             for k in range(len(trace.indices)):
                 grad = _step_grad(student, theta.detach().requires_grad_(True), images.detach(),
-                                  targets.detach(), loss_fn, augment, trace, k, create_graph=False)
+                                  targets.detach(), loss_fn, augment, trace, k, create_graph=False, split=split)
+                if split:
+                    grad = sum_(grad)
                 theta = theta - syn_lr.detach() * grad
                 thetas.append(theta)
-        ctx.student, ctx.loss_fn, ctx.augment, ctx.trace = student, loss_fn, augment, trace
+        ctx.student, ctx.loss_fn, ctx.augment, ctx.trace, ctx.split = student, loss_fn, augment, trace, split
         ctx.thetas = thetas[:-1]
         ctx.save_for_backward(images, targets, syn_lr)
         return theta.detach()
@@ -126,10 +130,13 @@ class _CheckpointedUnroll(torch.autograd.Function):
             with torch.enable_grad():
                 theta_k = ctx.thetas[k].requires_grad_(True)
                 g = _step_grad(ctx.student, theta_k, leaves[0], leaves[1], ctx.loss_fn, ctx.augment, ctx.trace,
-                               k, create_graph=True)
-                theta_next = theta_k - leaves[2] * g
+                               k, create_graph=True, split=ctx.split)
                 inputs = [theta_k] + [leaf for leaf, w in zip(leaves, wanted) if w]
-                grads = torch.autograd.grad(theta_next, inputs, grad_outputs=v, allow_unused=True)
+                if ctx.split:
+                    grads = _split_step_vjp(g, leaves[2], v, inputs)
+                else:
+                    theta_next = theta_k - leaves[2] * g
+                    grads = torch.autograd.grad(theta_next, inputs, grad_outputs=v, allow_unused=True)
             v = grads[0]
             rest = iter(grads[1:])
             for i, w in enumerate(wanted):
@@ -138,16 +145,46 @@ class _CheckpointedUnroll(torch.autograd.Function):
                     if part is not None:
                         totals[i] += part
             ctx.thetas[k] = None  # free as we go
-        return (None, *totals, None, None, None, None)
+        return (None, *totals, None, None, None, None, None)
 
 
-def _step_grad(student, theta, images, targets, loss_fn, augment, trace, k, create_graph):
-    """Gradient of the inner loss at step ``k`` of ``trace`` (batch and augmentation replayed)."""
+def _split_step_vjp(g_local, lr, v, inputs):
+    """One checkpointed step's backward when each rank holds only its slice's gradient ``g_local``.
+
+    The step is ``theta_next = theta_k - lr * sum_ranks(g_local)``. The vector-Jacobian products
+    of this rank's term are taken locally; the one for ``theta_k`` is summed over the ranks (so
+    every rank carries the same ``dL/dtheta_k``), and those for the images, labels and lr are scaled
+    by the world size, the convention of the full split unroll (the loop averages them over the
+    ranks, which gives the one-process gradient).
+    """
+    from .parallel import sum_, world
+
+    grads = torch.autograd.grad(-lr * g_local, inputs, grad_outputs=v, allow_unused=True)
+    theta_part = grads[0] if grads[0] is not None else torch.zeros_like(v)
+    out = [v + sum_(theta_part.clone())]
+    out += [None if part is None else part * world() for part in grads[1:]]
+    return out
+
+
+def _step_grad(student, theta, images, targets, loss_fn, augment, trace, k, create_graph, split=False):
+    """Gradient of the inner loss at step ``k`` of ``trace`` (batch and augmentation replayed).
+
+    With ``split`` only this rank's slice of the batch counts (weighted by its share): its part of
+    the gradient, to be summed over the ranks.
+    """
     idx = trace.indices[k]
     x = images[idx]
+    t = targets[idx]
     if augment is not None:
         x, _ = augment(x, params=trace.aug_params[k])
-    loss = loss_fn(student(theta, x), targets[idx])
+    if split:
+        from .parallel import shard
+
+        lo, hi = shard(x.shape[0])
+        loss = loss_fn(student(theta, x[lo:hi]), t[lo:hi]) * ((hi - lo) / x.shape[0])
+        grad, = torch.autograd.grad(loss, theta, create_graph=create_graph)
+        return grad
+    loss = loss_fn(student(theta, x), t)
     grad, = torch.autograd.grad(loss, theta, create_graph=create_graph)
     return grad
 
@@ -164,11 +201,12 @@ def draw_trace(n_images: int, batch_syn: int, steps: int, images: torch.Tensor, 
 
 def unroll_checkpointed(student: FlatModel, theta0: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
                         syn_lr: torch.Tensor, steps: int, batch_syn: int, loss_fn: Callable, augment=None,
-                        trace: UnrollTrace | None = None) -> tuple[torch.Tensor, UnrollTrace]:
-    """:func:`unroll` with memory that does not grow with ``steps`` (beyond ``steps x P`` floats)."""
+                        trace: UnrollTrace | None = None, split: bool = False) -> tuple[torch.Tensor, UnrollTrace]:
+    """:func:`unroll` with memory that does not grow with ``steps`` (beyond ``steps x P`` floats);
+    ``split`` as for :func:`unroll` (every rank draws the same trace)."""
     if trace is None:
         trace = draw_trace(images.shape[0], batch_syn, steps, images, augment)
-    theta_n = _CheckpointedUnroll.apply(theta0, images, targets, syn_lr, student, loss_fn, augment, trace)
+    theta_n = _CheckpointedUnroll.apply(theta0, images, targets, syn_lr, student, loss_fn, augment, trace, split)
     return theta_n, trace
 
 

@@ -16,7 +16,7 @@ from ddtoolbox.augment import DSA
 from ddtoolbox.losses import soft_cross_entropy
 from ddtoolbox.models import FlatModel, create_model
 from ddtoolbox.testing import register_toy_dataset
-from ddtoolbox.unroll import unroll
+from ddtoolbox.unroll import unroll, unroll_checkpointed
 
 
 def problem(dtype=torch.float64, size=8, width=4):
@@ -31,11 +31,11 @@ def problem(dtype=torch.float64, size=8, width=4):
     return student, theta_0, theta_star, images, soft, lr
 
 
-def grads(split: bool, steps: int = 5, batch: int = 6):
+def grads(split: bool, steps: int = 5, batch: int = 6, fn=unroll):
     """Outer gradients of (images, soft labels, lr), with DSA, after the ranks' mean (as the loop takes it)."""
     student, theta_0, theta_star, images, soft, lr = problem()
     torch.manual_seed(1)   # every rank draws the same batches and augmentation parameters
-    theta_n, _ = unroll(student, theta_0, images, soft, lr, steps, batch, soft_cross_entropy, DSA(), split=split)
+    theta_n, _ = fn(student, theta_0, images, soft, lr, steps, batch, soft_cross_entropy, DSA(), split=split)
     loss = ((theta_n - theta_star) ** 2).sum() / ((theta_0 - theta_star) ** 2).sum()
     loss.backward()
     parallel.average_grads([images, soft, lr])
@@ -48,8 +48,8 @@ def main(path):
     register_toy_dataset()
     parallel.setup("cpu", "gloo")
     for kind, arg in json.load(open(path)):
-        if kind == "grad":
-            result = grads(split=True)
+        if kind in ("grad", "grad-checkpointed"):
+            result = grads(split=True, fn=unroll if kind == "grad" else unroll_checkpointed)
             if parallel.is_main():
                 torch.save(result, arg)
         elif kind == "cli-fails":

@@ -52,11 +52,13 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
     assert r.code != 0 and (resumed / "checkpoint.pt").exists(), r.err
     jobs = [
         ["grad", str(tmp / "grads.pt")],
+        ["grad-checkpointed", str(tmp / "grads-checkpointed.pt")],
         ["cli", ["buffer", "--dataset", TOY_NAME, "--out", str(tmp / "buffer"), *TOY_BUFFER, "--threads", "1"]],
         ["cli", ["buffer", "--dataset", TOY_NAME, "--out", str(half), *TOY_BUFFER, "--threads", "1", "--resume"]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "batch")]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "segments"), "--parallel", "segments"]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "edf"), *EDF]],
+        ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "checkpointed"), "--unroll", "checkpointed"]],
         ["cli", [*EVAL, "--synthetic", str(tmp / "batch" / "synthetic.pt"), "--json", str(tmp / "eval.json")]],
         ["cli", ["distill", "--resume", "--out", str(resumed), "--quiet", "--threads", "1"]],
         ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "tiny"), "--batch-syn", "1"]],
@@ -70,10 +72,12 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
     return tmp, proc.stdout + proc.stderr
 
 
-def test_split_unroll_gradients_equal_one_process(two_ranks):
-    """float64, DSA on: the image, soft-label and lr gradients of two ranks are one process's."""
+@pytest.mark.parametrize("name", ["grads.pt", "grads-checkpointed.pt"])
+def test_split_unroll_gradients_equal_one_process(two_ranks, name):
+    """float64, DSA on: the image, soft-label and lr gradients of two ranks are one process's
+    (full unroll), for the full and the checkpointed split unroll alike."""
     tmp, _ = two_ranks
-    split = torch.load(tmp / "grads.pt", weights_only=True)
+    split = torch.load(tmp / name, weights_only=True)
     one = parallel_worker.grads(split=False)
     assert torch.allclose(split["theta_n"], one["theta_n"], rtol=0, atol=1e-12)
     for name in ("images", "soft", "lr"):
@@ -144,6 +148,12 @@ def test_datm_cpd_dae_batch_mode_matches_one_process(two_ranks, toy_buffer, tmp_
         scale = one[name].abs().max()
         assert (one[name] - two[name]).abs().max() < 1e-5 * scale, name
     assert (tmp / "edf" / "dae").is_dir()
+
+
+def test_checkpointed_unroll_splits_too(two_ranks, one_process):
+    tmp, _ = two_ranks
+    two = same_set(one_process, tmp / "checkpointed")
+    assert two["meta"]["unroll"] == "checkpointed (split over ranks)"
 
 
 def test_a_one_process_checkpoint_resumes_on_two_ranks(two_ranks, one_process):

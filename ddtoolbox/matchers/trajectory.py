@@ -14,7 +14,7 @@ import torch
 from .. import parallel
 from ..errors import UsageError
 from ..models import FlatModel
-from ..unroll import choose_unroll, graph_bytes_per_step, unroll
+from ..unroll import choose_unroll, graph_bytes_per_step, unroll, unroll_checkpointed
 from .base import Matcher
 
 
@@ -29,9 +29,6 @@ class TrajectoryMatcher(Matcher):
         self.student = FlatModel(self.buffer.make_model().to(self.device))
         self.batch_syn = cfg.batch_syn or run.images.shape[0]
         if getattr(run, "parallel", "none") == "batch":
-            if cfg.unroll == "checkpointed":
-                raise UsageError("--unroll checkpointed does not split over ranks yet; use --unroll full (or auto) "
-                                 "with --parallel batch, or --parallel segments")
             if self.batch_syn < parallel.world():
                 raise UsageError(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} synthetic "
                                  f"images (--batch-syn); start at most {self.batch_syn} processes or raise "
@@ -40,7 +37,11 @@ class TrajectoryMatcher(Matcher):
             if "batch" in norm:
                 raise UsageError(f"--parallel batch splits each student batch, which changes {norm}'s batch "
                                  f"statistics; use --parallel segments, or experts without batch norm")
-            self.unroll, run.unroll_mode = functools.partial(unroll, split=True), "full (split over ranks)"
+            if cfg.unroll == "checkpointed":
+                self.unroll, run.unroll_mode = functools.partial(unroll_checkpointed, split=True), \
+                    "checkpointed (split over ranks)"
+            else:   # auto: every rank must take the same unroll, so no per-rank memory measurement
+                self.unroll, run.unroll_mode = functools.partial(unroll, split=True), "full (split over ranks)"
             return
         self.unroll, run.unroll_mode = choose_unroll(
             cfg.unroll, cfg.syn_steps, device=self.device,
