@@ -236,7 +236,7 @@ class Loop:
 def segment_seed(seed: int, rank: int, iteration: int) -> int:
     """``--parallel segments``: the seed of rank ``rank``'s draws at ``iteration`` (so a resumed run
     draws what it would have drawn, whatever the world size was before)."""
-    return (seed * 1_000_003 + rank) * 1_000_003 + iteration
+    return ((seed * 1_000_003 + rank) * 1_000_003 + iteration) % 2**63
 
 
 def check_saveable(plugin: str, state, where: str = "") -> None:

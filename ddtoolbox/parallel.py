@@ -120,7 +120,7 @@ def _collective(what: str, fn, *args):
         return fn(*args)
     except RuntimeError as exc:
         raise RankLost(f"rank {rank()} of {world()}: {what} failed ({one_line(exc)[:160]}); another rank has "
-                       f"probably died or hung (see its message); no result was written") from exc
+                       f"probably died or hung (see its message); rerun the command (with --resume where it has one)") from exc
 
 
 def barrier() -> None:

@@ -224,3 +224,26 @@ def test_commands_that_run_as_one_process_refuse_torchrun(monkeypatch, tmp_path)
     r = run_cli("train-full", "--dataset", TOY_NAME, "--device", "cpu", "--epochs", "1", "--quiet")
     assert r.code == 2
     assert "'ddtool train-full' runs as one process; start it without torchrun" in r.err
+
+
+@pytest.mark.slow
+def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
+    """--dist-timeout: rank 0 waits 3 s for a rank that sleeps, then stops with a one-line reason."""
+    script = tmp_path / "hang.py"
+    script.write_text("import sys, time\n"
+                      "from ddtoolbox import parallel\n"
+                      "parallel.setup('cpu', 'gloo', timeout=3)\n"
+                      "if parallel.rank() == 1:\n"
+                      "    time.sleep(15); sys.exit(0)\n"
+                      "started = time.time()\n"
+                      "try:\n"
+                      "    parallel.barrier()\n"
+                      "except parallel.RankLost as exc:\n"
+                      "    print('STOPPED AFTER', round(time.time() - started), exc); sys.exit(1)\n")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    line = next(x for x in proc.stdout.splitlines() if "STOPPED AFTER" in x)
+    assert 2 <= int(line.split()[2]) <= 10
+    assert "rank 0 of 2: waiting for the other ranks failed" in line and "died or hung" in line
