@@ -164,9 +164,13 @@ def differentiable_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over the ranks with a backward pass (whose gradient is again summed over the ranks)."""
     if not active():
         return tensor
+    import warnings
+
     from torch.distributed.nn.functional import all_reduce
 
-    return _collective("summing over ranks", all_reduce, tensor)
+    with warnings.catch_warnings():   # torch 2.14 marks it deprecated; it still has the backward this needs
+        warnings.simplefilter("ignore", FutureWarning)
+        return _collective("summing over ranks", all_reduce, tensor)
 
 
 def average_grads(leaves) -> None:
