@@ -215,7 +215,10 @@ def check_same_run(config: DistillConfig, plugins, options: dict, ckpt: dict) ->
     """A resumed run must be the checkpoint's run: only how it runs may change, never what it computes."""
     saved = ckpt["config"]
     now = config.as_dict()
-    changed = [k for k, v in now.items() if k not in RUNTIME_FIELDS and k != "out" and saved.get(k) != v]
+    # a setting the checkpoint lacks is newer than the run, which therefore ran as its default says
+    fields = DistillConfig.__dataclass_fields__
+    changed = [k for k, v in now.items() if k not in RUNTIME_FIELDS and k != "out"
+               and saved.get(k, fields[k].default if k in fields else None) != v]
     if changed:
         k = changed[0]
         raise UsageError(f"--{k.replace('_', '-')} {now[k]} contradicts the run in {config.out} "

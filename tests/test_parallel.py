@@ -247,3 +247,31 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
     line = next(x for x in proc.stdout.splitlines() if "STOPPED AFTER" in x)
     assert 2 <= int(line.split()[2]) <= 10
     assert "rank 0 of 2: waiting for the other ranks failed" in line and "died or hung" in line
+
+
+def test_a_checkpoint_from_before_parallel_resumes(toy_dataset, toy_buffer, tmp_path):
+    """Checkpoints written before --parallel existed lack it: they ran as one process and resume."""
+    out = tmp_path / "old"
+    step = Loop.step
+
+    def stop_at_the_second(self, it):
+        if it == 1:
+            raise KeyboardInterrupt
+        step(self, it)
+
+    Loop.step = stop_at_the_second
+    try:
+        run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(out), "--checkpoint-every", "1")
+    finally:
+        Loop.step = step
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    for key in ("parallel", "dist_backend", "dist_timeout"):
+        del ckpt["config"][key]
+    torch.save(ckpt, out / "checkpoint.pt")
+    r = run_cli("distill", "--resume", "--out", str(out))
+    assert r.code == 0, r.err
+    # a value that is not the default is still a contradiction
+    ckpt["config"]["seed"] = 5
+    torch.save(ckpt, out / "checkpoint.pt")
+    r = run_cli("distill", "--resume", "--out", str(out), "--seed", "0")
+    assert r.code == 2 and "--seed 0 contradicts the run" in r.err
