@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .augment import CROP_RATIO, CROP_RATIO_RANGE
 from .errors import UsageError
+from .parallel import BACKENDS, DEFAULT_TIMEOUT, MODES
 from .options import (Settings, learning_rate, non_negative_int, number, option, positive_float, positive_int, seed)
 from .unroll import UNROLL_MODES
 
@@ -57,6 +58,11 @@ class CommonSettings(Settings):
     quiet: bool = option(False, "no progress bars", group=COMMON)
     threads: int | None = option(None, "CPU threads for torch (default: one per core; on a CPU shared with other "
                                        "jobs 1 is often fastest)", type=positive_int, group=COMMON)
+    dist_backend: str = option("auto", "under torchrun: the process group's backend, auto (NCCL for CUDA, gloo for "
+                                       "the CPU), gloo or nccl", choices=BACKENDS, group=COMMON)
+    dist_timeout: float = option(DEFAULT_TIMEOUT, "under torchrun: seconds a rank waits for the others before it "
+                                                  "stops with an error (default 600)", type=positive_float,
+                                 metavar="S", group=COMMON)
 
 
 @dataclass(kw_only=True)
@@ -114,7 +120,7 @@ class BufferConfig(ImageSettings, NetworkSettings, CommonSettings):
 DISTILL = "distillation (defaults: MTT's published settings)"
 RESUME = "checkpoints, resume and divergence"
 #: settings that may differ when a run is resumed: how it runs, not what it computes
-RUNTIME_FIELDS = ("quiet", "threads", "data_root", "checkpoint_every", "checkpoint_minutes", "resume", "overwrite")
+RUNTIME_FIELDS = ("quiet", "threads", "data_root", "dist_backend", "dist_timeout", "checkpoint_every", "checkpoint_minutes", "resume", "overwrite")
 EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)"
 
 
@@ -151,6 +157,11 @@ class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
                                  "parameters and recomputes one step at a time in the backward pass (exact, memory "
                                  "flat in --syn-steps, ~1.5x the compute); auto (default) picks full where it fits "
                                  "in memory", choices=UNROLL_MODES, group=DISTILL)
+    parallel: str = option("auto", "under torchrun: batch splits each student step's synthetic batch over the ranks "
+                                   "(the same result as one process); segments gives each rank its own expert "
+                                   "segment and averages their gradients (a larger outer batch: a different "
+                                   "algorithm); auto (default): batch under torchrun, none otherwise",
+                           choices=MODES, group=DISTILL)
     tf32: bool = option(False, "allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, ~1e-3 relative precision)",
                         group=DISTILL)
     eval_every: int = option(0, "evaluate every N iterations and at the end (0: never)", type=non_negative_int,

@@ -30,7 +30,8 @@ from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
 from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
-from .runtime import configure_backends, environment, honours_threads, resolve_device, seed_everything
+from . import parallel
+from .runtime import configure_backends, environment, honours_threads, seed_everything
 from .viz import save_image_grid
 
 
@@ -65,6 +66,9 @@ class Run:
     record: dict | None = None        #: this iteration's metrics record (None before the first iteration)
     history: list = field(default_factory=list)   #: every record so far, as metrics.json will hold them
     unroll_mode: str = "none"         #: how the student unroll keeps its graph (set by trajectory matchers)
+    parallel: str = "none"            #: under torchrun: batch or segments (``--parallel``); none for one process
+    writes: bool = True               #: whether this process writes files (under torchrun only rank 0 does);
+                                      #: a plugin writes under ``out_dir`` only when it is True
 
     def log(self, **values) -> None:
         """Add plain numbers to the current iteration's record in ``metrics.json``."""
@@ -103,7 +107,11 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     """
     forget_warnings()
     pm = manager or PluginManager()
+    device = parallel.setup(config.device, config.dist_backend, config.dist_timeout)
+    mode = parallel.resolve_mode(config.parallel)
+    main = parallel.is_main()
     progress = (not config.quiet) if progress is None else progress
+    progress = progress and main
     out = Path(config.out)
     checkpoint = None
     if config.resume:
@@ -115,19 +123,24 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         active.append(matcher_entry.plugin)
     plugin_options = pm.plugin_options("distill", dict(options or {}), active)
 
-    device = resolve_device(config.device)
     configure_backends(device, config.tf32)
     generator = seed_everything(config.seed)
     matcher_cls = matcher_entry.obj
+    if mode != "none" and config.buffer is not None:
+        parallel.check_folder_visible(config.buffer, "--buffer")
     buffer = open_buffer(config, matcher_cls)
     train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if buffer is not None:
         given = {k: getattr(config, k) for k in NETWORK_FIELDS if getattr(config, k) is not None}
         buffer.check_compatible(config.dataset, config.model and canonical_model_name(config.model), given,
                                 needed_epochs=config.max_start_epoch + config.expert_epochs, info=train_set.info)
-    prepare_output(config, train_set.info)
-    with OutputLock(out):
-        if checkpoint is None:
+    parallel.agree(lambda: prepare_output(config, train_set.info), "output folder")
+    lock = OutputLock(out)
+    parallel.agree(lock.__enter__, "output lock")     # only rank 0 holds the lock (and writes)
+    if mode != "none":
+        parallel.check_folder_visible(out, "--out")
+    try:
+        if checkpoint is None and main:
             checkpoint_path(out).unlink(missing_ok=True)    # a fresh start never resumes an older run
         augment = None if config.no_dsa else DSA(crop_ratio=config.dsa_crop_ratio)
         ctx = MatcherContext(config=config, options=plugin_options.get(matcher_entry.plugin), train_set=train_set,
@@ -150,7 +163,7 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
         run = Run(config=config, out_dir=out, device=device, info=train_set.info, train_set=train_set,
                   buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
-                  syn_lr=syn_lr, plugins=active, options=plugin_options)
+                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main)
         hooks = pm.run_hooks(active)
         failure = None
         try:
@@ -158,13 +171,18 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
             hooks.on_run_start(run)
             evaluate = progress_evaluator(run, progress) if config.eval_every else None
             seconds = Loop(run, hooks, pm, matcher_entry.plugin, progress, checkpoint, evaluate).run_all()
-            save_run(run, seconds)
-            checkpoint_path(out).unlink(missing_ok=True)    # the result is published: nothing to resume
+            if main:
+                save_run(run, seconds)
+                checkpoint_path(out).unlink(missing_ok=True)    # the result is published: nothing to resume
+            parallel.barrier()
         except BaseException as exc:
             failure = exc
             raise
         finally:
             _end(run, hooks, failure)
+    finally:
+        if main:
+            lock.__exit__(None, None, None)
     return run
 
 
@@ -197,7 +215,10 @@ def check_same_run(config: DistillConfig, plugins, options: dict, ckpt: dict) ->
     """A resumed run must be the checkpoint's run: only how it runs may change, never what it computes."""
     saved = ckpt["config"]
     now = config.as_dict()
-    changed = [k for k, v in now.items() if k not in RUNTIME_FIELDS and k != "out" and saved.get(k) != v]
+    # a setting the checkpoint lacks is newer than the run, which therefore ran as its default says
+    fields = DistillConfig.__dataclass_fields__
+    changed = [k for k, v in now.items() if k not in RUNTIME_FIELDS and k != "out"
+               and saved.get(k, fields[k].default if k in fields else None) != v]
     if changed:
         k = changed[0]
         raise UsageError(f"--{k.replace('_', '-')} {now[k]} contradicts the run in {config.out} "
@@ -280,6 +301,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
+            "parallel": run.parallel, "world_size": parallel.world(),
             **image_record(info), "dsa_crop_ratio": c.dsa_crop_ratio,
             "published": True,     # a reader checks the folder's manifest (ddtoolbox.outputs)
         },

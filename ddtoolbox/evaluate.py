@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import parallel
 from .config import PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import UsageError
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
@@ -176,20 +177,31 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
     if not lr > 0:
         raise UsageError(f"the evaluation learning rate must be positive (got {lr}); pass --lr")
     x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
-    accs = []
-    for r in tqdm(range(runs), desc=desc, unit="net", disable=not progress, leave=False):
-        if done and r in done:
-            accs.append(done[r])
-            continue
-        if seed is not None:
-            torch.manual_seed(network_seed(seed, r))
-        if sampler is not None:
-            images, targets = sampler(r)
-        net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol)
-        accs.append(accuracy(net, x_test, y_test))
-        if on_network is not None:
-            on_network(r, accs[-1])
-    return summarise(accs)
+    world = parallel.world() if seed is not None else 1   # unseeded networks depend on order: one process
+    found = dict(done or {})
+    bar = tqdm(total=runs, desc=desc, unit="net", disable=not (progress and parallel.is_main()), leave=False)
+    # Under torchrun network r trains on rank r % world; it is seeded by (seed, r) alone, so the
+    # accuracies are the same whatever the world size. Each round of `world` networks is gathered.
+    for first in range(0, runs, world):
+        r = first + (parallel.rank() if world > 1 else 0)
+        result = None
+        if r < runs and r not in found:
+            if seed is not None:
+                torch.manual_seed(network_seed(seed, r))
+            if sampler is not None:
+                images, targets = sampler(r)
+            net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol)
+            result = (r, accuracy(net, x_test, y_test))
+        results = parallel.gather_objects(result) if world > 1 else [result]
+        for item in results:
+            if item is None:
+                continue
+            found[item[0]] = item[1]
+            if on_network is not None and parallel.is_main():
+                on_network(*item)
+        bar.update(min(world, runs - first))
+    bar.close()
+    return summarise([found[r] for r in range(runs)])
 
 
 def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,
@@ -317,10 +329,10 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     """
     from .augment import DSA
     from .data import check_same_images, image_record, load_dataset
-    from .runtime import configure_backends, resolve_device, seed_everything
+    from .runtime import configure_backends, seed_everything
     from .full_results import lookup_full, store_path
 
-    device = resolve_device(settings.device)
+    device = parallel.setup(settings.device, settings.dist_backend, settings.dist_timeout)
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
     if settings.zca and settings.teacher:
@@ -387,7 +399,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         ratio = recovery_ratio(result["mean"], full_mean)
         results.append({"model": model, "model_options": options, **result,
                         "full_accuracy": full_mean, "recovery": ratio})
-        if report is not None:
+        if report is not None and parallel.is_main():
             rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
             report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
                    f"({protocol.name} protocol){rec}")
@@ -449,7 +461,7 @@ class EvalProgress:
         return record
 
     def finish(self) -> None:
-        if self.path is not None:
+        if self.path is not None and parallel.is_main():
             self.path.unlink(missing_ok=True)
 
 

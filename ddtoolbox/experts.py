@@ -22,6 +22,7 @@ from .errors import UsageError, warn
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import accuracy
 from .models import create_model, flatten_params, load_flat
+from . import parallel
 from .outputs import OutputLock, check_writable
 from .runtime import honours_threads
 
@@ -56,30 +57,50 @@ def train_experts(*, out, train_set, test_set, model: str, model_options: dict, 
     num_params = sum(p.numel() for p in create_model(model, info.channels, info.num_classes, info.image_size,
                                                      **model_options).parameters())
     meta["num_params"] = int(num_params)
-    check_writable(out, need_bytes=num_experts * (epochs + 1) * num_params * 4 * 2, what="buffer folder")
-    with OutputLock(out):
-        kept = _existing_experts(out, meta, resume)
+    main, world = parallel.is_main(), parallel.world()
+    parallel.agree(lambda: check_writable(out, need_bytes=num_experts * (epochs + 1) * num_params * 4 * 2,
+                                          what="buffer folder"), "buffer folder")
+    lock = OutputLock(out)
+    parallel.agree(lock.__enter__, "output lock")    # under torchrun only rank 0 holds the lock
+    try:
+        if world > 1:
+            parallel.check_folder_visible(out, "--out")
+        kept = parallel.agree(lambda: _existing_experts(out, meta, resume), "existing experts")
+        kept = parallel.broadcast_object(kept)
         x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
-        todo = [e for e in range(num_experts) if e not in kept]
-        bar = tqdm(total=len(todo) * epochs, desc="experts", unit="epoch", disable=not progress)
-        for e in range(num_experts):
-            if e in kept:
-                continue
-            start = time.time()
-            net, trajectory = _train_one(e, out, meta, train_set, augment, step, device, bar, resume)
-            acc = accuracy(net, x_test, y_test)
-            name = f"expert_{e:03d}.pt"
-            save_tensors(out / name, {"trajectory": trajectory})
-            (out / partial_name(e)).unlink(missing_ok=True)
-            kept[e] = {"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)}
-            meta["experts"] = [kept[i] for i in sorted(kept)]
-            write_json(meta_path, meta)
-            if progress:
-                bar.write(f"expert {e}: test accuracy {acc * 100:.2f}% ({time.time() - start:.0f} s)")
-            if acc <= 1.5 / info.num_classes:
-                warn(f"expert {e} ended at chance accuracy ({acc * 100:.1f}% on {info.num_classes} classes): its "
-                     f"trajectory teaches nothing; lower --lr (now {lr:g}) or check the data")
+        mine = [e for e in range(num_experts) if e not in kept and e % world == parallel.rank()]
+        bar = tqdm(total=len(mine) * epochs, desc="experts", unit="epoch", disable=not (progress and main))
+        # Rounds of `world` experts: expert e trains on rank e % world; after each round rank 0 records
+        # the finished ones in buffer.json, so an interrupted run keeps them whatever the world size.
+        for first in range(0, num_experts, world):
+            e = first + parallel.rank()
+            entry = None
+            if e < num_experts and e not in kept:
+                start = time.time()
+                net, trajectory = _train_one(e, out, meta, train_set, augment, step, device, bar, resume)
+                acc = accuracy(net, x_test, y_test)
+                name = f"expert_{e:03d}.pt"
+                save_tensors(out / name, {"trajectory": trajectory})
+                (out / partial_name(e)).unlink(missing_ok=True)
+                entry = (e, {"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)})
+                if acc <= 1.5 / info.num_classes:
+                    warn(f"expert {e} ended at chance accuracy ({acc * 100:.1f}% on {info.num_classes} classes): "
+                         f"its trajectory teaches nothing; lower --lr (now {lr:g}) or check the data")
+            done = [d for d in parallel.gather_objects(entry) if d is not None]
+            for number, record in done:
+                if progress and main:
+                    bar.write(f"expert {number}: test accuracy {record['test_accuracy'] * 100:.2f}% "
+                              f"({record['train_seconds']:.0f} s{f', rank {number % world}' if world > 1 else ''})")
+            if done:
+                kept.update(dict(done))
+                meta["experts"] = [kept[i] for i in sorted(kept)]
+                if main:
+                    write_json(meta_path, meta)
         bar.close()
+        parallel.barrier()    # buffer.json is complete before any rank opens it
+    finally:
+        if main:
+            lock.__exit__(None, None, None)
     return Buffer.open(out)
 
 
@@ -182,14 +203,14 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     from .data import check_same_images, image_record, load_dataset
     from .models import canonical_model_name, model_options
     from .plugins import PluginManager
-    from .runtime import configure_backends, resolve_device, seed_everything
+    from .runtime import configure_backends, seed_everything
 
     pm = manager or PluginManager()
     progress = (not config.quiet) if progress is None else progress
     trainer = pm.trainer(config.trainer)
     trainer_options = pm.plugin_options("buffer", dict(options or {}), [trainer.plugin]).get(trainer.plugin)
     model = canonical_model_name(config.model)
-    device = resolve_device(config.device)
+    device = parallel.setup(config.device, config.dist_backend, config.dist_timeout)
     configure_backends(device)
     generator = seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)

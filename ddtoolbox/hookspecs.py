@@ -224,7 +224,7 @@ def on_iteration(run, record, options, state, cache):
     :param dict state: this plugin's saved state.
     :param dict cache: this plugin's objects that are never saved.
 
-    Write files under ``run.out_dir``.
+    Write files under ``run.out_dir`` (only when ``run.writes``: under torchrun only rank 0 writes).
     """
 
 

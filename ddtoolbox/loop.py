@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import signal
 import time
 
 import torch
 from tqdm.auto import tqdm
 
+from . import parallel
 from .checkpoint import checkpoint_path, save_checkpoint, set_rng_state
 from .errors import Diverged, Interrupted, PluginError, warn
 from .losses import combine_weights, matching_loss
@@ -77,6 +79,8 @@ class Loop:
 
     def save(self, iteration: int, seconds: float) -> None:
         run = self.run
+        if not parallel.is_main():
+            return
         for plugin, state in run.state.items():
             check_saveable(plugin, state)
         options = {p: dataclasses.asdict(o) for p, o in run.options.items() if dataclasses.is_dataclass(o)}
@@ -110,11 +114,14 @@ class Loop:
                 self.hooks.on_iteration(run, record=run.record)
                 bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
                 seconds = self.seconds_before + time.time() - started
-                if stop.signum is not None:
+                signum = stop.signum
+                if run.parallel != "none":   # every rank stops after the same iteration
+                    signum = max(s or 0 for s in parallel.gather_objects(signum)) or None
+                if signum is not None:
                     self.save(it, seconds)
-                    name = signal.Signals(stop.signum).name
+                    name = signal.Signals(signum).name
                     raise Interrupted(f"{name} after iteration {it + 1} of {c.iterations}; checkpoint written; "
-                                      f"continue with: ddtool distill --resume --out {run.out_dir}", stop.signum)
+                                      f"continue with: ddtool distill --resume --out {run.out_dir}", signum)
                 due = c.checkpoint_every and ((it + 1) % c.checkpoint_every == 0
                                               or time.time() - last_save >= 60 * c.checkpoint_minutes)
                 if due and it < c.iterations - 1:
@@ -124,13 +131,17 @@ class Loop:
         return self.seconds_before + time.time() - started
 
     def step(self, it: int) -> None:
-        run, matcher, hooks = self.run, self.run.matcher, self.hooks
+        run, matcher, hooks, c = self.run, self.run.matcher, self.hooks, self.run.config
         run.iteration = it
         run.segment = {}
         run.log()
+        if run.parallel == "segments":   # each rank draws its own segments (and augmentations)
+            torch.manual_seed(segment_seed(c.seed, parallel.rank(), it))
         num, den = self.pm.call_user(self.matcher_plugin, "loss_terms", matcher.loss_terms, run)
         results = hooks.results("on_loss_vector", run, num=num, den=den)
         weights = combine_weights(results, num)
+        if weights is not None and run.parallel == "batch":
+            parallel.broadcast_(weights)     # computed from identical tensors; made identical bit for bit
         if weights is not None and not (weights * den).sum() > 0:
             who = ", ".join(name for name, w in results if w is not None)
             raise PluginError(f"the loss weights of plugin(s) {who} keep no element with a non-zero denominator",
@@ -139,12 +150,19 @@ class Loop:
         for opt in self.optimisers.values():
             opt.zero_grad(set_to_none=False)
         run.loss = loss.item()
+        if run.parallel == "segments":   # the ranks' losses differ; all decide on their mean
+            run.loss = parallel.sum_(torch.tensor([run.loss], dtype=torch.float64, device=loss.device)).item() \
+                / parallel.world()
         problem, skipped = None, False
-        if not torch.isfinite(loss):
+        if not math.isfinite(run.loss):
             problem = f"matching loss became {run.loss}"
         else:
             loss.backward()
+            if run.parallel != "none":
+                self.reduce_grads()
             hooks.on_pixel_grad(run, grad=run.images.grad, images=run.images.detach())
+            if run.parallel != "none":
+                parallel.broadcast_(run.images.grad)   # a plugin's reweighting (DAE) alike on every rank
             skipped = bool(matcher.skip_update(run.loss))
         del num, den, loss
         if problem is None and not skipped:
@@ -164,8 +182,22 @@ class Loop:
     def save_snapshot(self, iterations_done: int) -> None:
         """The current images as one row per class, for the run report (no random draws: results stay the same)."""
         run = self.run
+        if not run.writes:
+            return
         save_image_grid(snapshot_path(run.out_dir, iterations_done), run.train_set.unwhiten(run.images.detach()),
                         run.labels, run.info)
+
+    def reduce_grads(self) -> None:
+        """Every rank applies the same update: the mean over the ranks of their outer gradients.
+
+        In ``segments`` mode each rank's gradient is its own segment's, so this is a mean over a
+        larger outer batch. In ``batch`` mode each rank back-propagates the same outer loss through
+        the differentiable all-reduce of the inner gradients, whose backward sums over the ranks
+        again; rank r's gradient comes out as ``world`` times its shard's share of the true one, so
+        the sum over the ranks divided by ``world`` is the one-process gradient.
+        """
+        run = self.run
+        parallel.average_grads([t for t in (run.images, run.syn_lr, run.targets) if t.requires_grad])
 
     # ------------------------------------------------------------------ guards
 
@@ -214,6 +246,12 @@ class Loop:
         if self.at_floor == FLOOR_PATIENCE:
             warn(f"the learned lr has been at its floor ({MIN_SYN_LR:g}) for {FLOOR_PATIENCE} iterations (since "
                  f"iteration {it + 2 - FLOOR_PATIENCE}): the student barely moves; lower --lr-lr or raise --lr-teacher")
+
+
+def segment_seed(seed: int, rank: int, iteration: int) -> int:
+    """``--parallel segments``: the seed of rank ``rank``'s draws at ``iteration`` (so a resumed run
+    draws what it would have drawn, whatever the world size was before)."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + iteration) % 2**63
 
 
 def check_saveable(plugin: str, state, where: str = "") -> None:

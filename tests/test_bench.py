@@ -1,5 +1,6 @@
 """``ddtool bench``: spec checking, the grid, skip-on-rerun, interrupted cells, the table."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,36 @@ def test_the_edf_complex_spec_logs_the_area_on_every_row():
         assert m.matcher == "datm" and "dae" in m.plugins and ("cpd" in m.plugins) == ("CPD" in name)
         assert m.options.get("dae_measure_only", False) == ("DAE" not in name)
     assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20
+
+
+def test_devices_run_cells_at_once_each_on_its_own_device(toy_spec):
+    """bench --devices: the buffer first, then one cell per device at a time, each command on its device."""
+    import threading
+    import time
+
+    lock, running, seen = threading.Lock(), [0], {"most": 0, "calls": []}
+
+    def fake(argv, log):
+        with lock:
+            running[0] += 1
+            seen["most"] = max(seen["most"], running[0])
+            seen["calls"].append(list(argv))
+        time.sleep(0.3)
+        if argv[0] == "eval":
+            out = Path(argv[argv.index("--json") + 1])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"mean": 0.5, "std": 0.0, "runs": [0.5]}))
+        with lock:
+            running[0] -= 1
+
+    r = BenchRunner(toy_spec, toy_spec.path.parent, ["--device", "cpu", "--quiet"], {"device": "cpu"},
+                    build_parser(manager()).commands, fake, progress=False, devices=["cuda:0", "cuda:1"])
+    records = r.run(log=lambda *_: None)
+    assert [(x["ipc"], x["method"]) for x in records] == [(c.ipc, c.method.name) for c in cells_of(toy_spec)]
+    calls = seen["calls"]
+    assert calls[0][0] == "buffer" and seen["most"] == 2
+    devices = [c[c.index("--device") + 1] for c in calls[1:]]
+    assert set(devices) == {"cuda:0", "cuda:1"} and all(c.count("--device") == 1 for c in calls)
+    for rec in records:   # a cell's distill and eval ran on the same device
+        used = {cmd.split("--device ")[1].split()[0] for cmd in rec["commands"]}
+        assert len(used) == 1

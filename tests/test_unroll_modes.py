@@ -127,3 +127,14 @@ def test_threads_option_applies_to_the_command_and_is_restored(ddtool, tmp_path)
     assert json.loads(results.read_text())["device"] == f"cpu ({before + 1} threads)"
     assert torch.get_num_threads() == before
     assert ddtool("bench-speed", "--threads", "0").code == 2
+
+
+def test_auto_measuring_the_graph_does_not_change_the_run(toy_buffer, tmp_path):
+    """--unroll auto measures one step's graph; the measurement draws nothing the run would have drawn."""
+    from ddtoolbox import distill
+    from ddtoolbox.testing import toy_config
+
+    runs = [distill(toy_config(toy_buffer, tmp_path / mode, unroll=mode, iterations=2)) for mode in ("auto", "full")]
+    assert runs[0].unroll_mode.startswith("full (auto")
+    assert torch.equal(runs[0].images, runs[1].images)
+    assert [h["expert"] for h in runs[0].history] == [h["expert"] for h in runs[1].history]

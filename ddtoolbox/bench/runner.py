@@ -25,6 +25,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,18 @@ from .spec import Method, Spec
 
 #: ``execute(argv, log_path)`` runs ``ddtool argv`` and raises on failure.
 Executor = Callable[[list[str], Path], None]
+
+#: the children running now (several at once with ``bench --devices``), so an interrupt stops them all
+_children: set = set()
+_children_lock = threading.Lock()
+
+
+def stop_children() -> None:
+    """Ask every running child to stop (a distillation then writes its checkpoint)."""
+    with _children_lock:
+        for child in list(_children):
+            if child.poll() is None:
+                child.terminate()
 
 
 def _die_with_parent() -> None:
@@ -64,6 +77,8 @@ def run_in_subprocess(argv: list[str], log: Path) -> None:
         fh.flush()
         child = subprocess.Popen([sys.executable, "-m", "ddtoolbox.cli", *argv], stdout=fh, stderr=subprocess.STDOUT,
                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        with _children_lock:
+            _children.add(child)
         try:
             code = child.wait()
         except BaseException:
@@ -74,6 +89,9 @@ def run_in_subprocess(argv: list[str], log: Path) -> None:
                 child.kill()
                 child.wait()
             raise
+        finally:
+            with _children_lock:
+                _children.discard(child)
     if code in (130, 143):
         raise KeyboardInterrupt
     if code != 0:
@@ -124,8 +142,10 @@ def _main_thread() -> bool:
 
 class BenchRunner:
     def __init__(self, spec: Spec, out, common: list[str], environment: dict, parsers: dict,
-                 execute: Executor = run_in_subprocess, progress: bool = True):
+                 execute: Executor = run_in_subprocess, progress: bool = True, devices=None):
         self.spec, self.out, self.common, self.parsers = spec, Path(out), list(common), parsers
+        #: with several, cells run at once, one per device (``bench --devices cuda:0,cuda:1``)
+        self.devices = list(devices or [])
         self.environment, self.execute, self.progress = environment, execute, progress
         self._buffers_checked: set[str] = set()
 
@@ -180,25 +200,37 @@ class BenchRunner:
         result = cell_result(self.out, cell)
         return result is not None and result.get("settings") != self.settings(cell)
 
-    def commands_of(self, cell: Cell, folder: Path, seed_flags=()) -> list[list[str]]:
+    def common_flags(self, device: str | None = None) -> list[str]:
+        """The flags every command gets; ``device`` replaces the common ``--device``."""
+        if device is None:
+            return self.common
+        common = list(self.common)
+        if "--device" in common:
+            common[common.index("--device") + 1] = device
+        else:
+            common += ["--device", device]
+        return common
+
+    def commands_of(self, cell: Cell, folder: Path, seed_flags=(), device: str | None = None) -> list[list[str]]:
         """The ``ddtool`` command lines that compute ``cell`` in ``folder`` (``seed_flags`` follow the common flags)."""
+        common = self.common_flags(device)
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
             model = self.flags("eval", self.spec.network)
             return [["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
-                     "--json", str(eval_json), *self.common, *seed_flags]]
+                     "--json", str(eval_json), *common, *seed_flags]]
         run_dir = folder / "run"
         plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
         return [["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
                  "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
                  "--matcher", cell.method.matcher, *plugins,
-                 *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *self.common,
+                 *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *common,
                  *seed_flags],
                 ["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
-                 "--json", str(eval_json), *self.common, *seed_flags]]
+                 "--json", str(eval_json), *common, *seed_flags]]
 
-    def run_cell(self, cell: Cell) -> dict:
+    def run_cell(self, cell: Cell, device: str | None = None) -> dict:
         """Compute ``cell`` in a staging folder and swap it in only when it succeeded, so a finished
         cell being rerun (--rerun-changed) is kept until its replacement is complete."""
         folder = cell.folder(self.out)
@@ -208,11 +240,11 @@ class BenchRunner:
         if not cell.method.random:
             self.ensure_buffer(cell.dataset)
         if self.spec.seeds is not None:
-            record = self._run_seeds(cell, staging)
+            record = self._run_seeds(cell, staging, device)
         else:
             shutil.rmtree(staging, ignore_errors=True)    # an interrupted earlier attempt starts from scratch
             start = time.time()
-            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [])
+            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [], device)
             record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                       "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
                       "settings": self.settings(cell), "commands": commands,
@@ -227,7 +259,7 @@ class BenchRunner:
         shutil.rmtree(retired, ignore_errors=True)
         return record
 
-    def _run_seeds(self, cell: Cell, folder: Path) -> dict:
+    def _run_seeds(self, cell: Cell, folder: Path, device: str | None = None) -> dict:
         """Every seed of ``cell`` not finished yet, each in ``folder/seed<S>/``; then the pooled record."""
         settings = self.settings(cell)
         wanted = {f"seed{s}" for s in self.spec.seeds}
@@ -244,7 +276,7 @@ class BenchRunner:
             done = sub / "result.json"
             if not done.is_file():
                 t = time.time()
-                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)])
+                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)], device)
                 write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
                                   "runs": evaluation["runs"], "settings": settings, "commands": argvs,
                                   "seconds": round(time.time() - t, 1), **self.environment})
@@ -258,9 +290,10 @@ class BenchRunner:
                 "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
                 "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
 
-    def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str]) -> tuple[dict, list[str]]:
+    def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str],
+                  device: str | None = None) -> tuple[dict, list[str]]:
         """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run."""
-        commands = self.commands_of(cell, folder, seed_flags)
+        commands = self.commands_of(cell, folder, seed_flags, device)
         for argv in commands:
             self.execute(argv, log)
         return read_json(folder / "eval.json", "evaluation result", f"see {log}"), \
@@ -324,6 +357,8 @@ class BenchRunner:
             full = self.ensure_full(dataset)
             if full is not None:
                 log(f"{dataset}: full-data accuracy {full['result']['mean'] * 100:.2f}%")
+        if len(self.devices) > 1 and len(todo) > 1:
+            return self._run_on_devices(todo, log)
         records = []
         bar = tqdm(todo, desc="bench", unit="cell", disable=not self.progress)
         for cell in bar:
@@ -332,3 +367,44 @@ class BenchRunner:
             records.append(record)
             log(f"{cell}: {record['mean'] * 100:.2f} ± {record['std'] * 100:.2f}% ({record['seconds']:.0f} s)")
         return records
+
+    def _run_on_devices(self, todo: list[Cell], log) -> list[dict]:
+        """``--devices``: one cell per device at a time; each cell's commands get its device.
+
+        The buffers are made (or checked) first, one after the other. An interrupt stops every
+        running child; the cells that finished keep their results, as in a sequential run.
+        """
+        import concurrent.futures
+        import queue
+
+        for dataset in dict.fromkeys(c.dataset for c in todo if not c.method.random):
+            self.ensure_buffer(dataset)
+        free = queue.Queue()
+        for device in self.devices:
+            free.put(device)
+
+        def work(cell: Cell) -> dict:
+            device = free.get()
+            try:
+                return self.run_cell(cell, device)
+            finally:
+                free.put(device)
+
+        records = {}
+        bar = tqdm(total=len(todo), desc="bench", unit="cell", disable=not self.progress)
+        with concurrent.futures.ThreadPoolExecutor(len(self.devices)) as pool:
+            futures = {pool.submit(work, cell): i for i, cell in enumerate(todo)}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    record = future.result()
+                    records[futures[future]] = record
+                    bar.update(1)
+                    log(f"{todo[futures[future]]}: {record['mean'] * 100:.2f} ± {record['std'] * 100:.2f}% "
+                        f"({record['seconds']:.0f} s)")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                stop_children()
+                raise
+        bar.close()
+        return [records[i] for i in sorted(records)]

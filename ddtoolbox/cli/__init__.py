@@ -43,6 +43,10 @@ def given_options(parser, argv) -> set[str]:
     return given
 
 
+#: the commands that spread their work over the processes of a torchrun launch
+MULTI_PROCESS = ("buffer", "distill", "eval")
+
+
 def manager(blocked=()) -> PluginManager:
     """A plugin manager that also knows ddtool's own commands."""
     return PluginManager(blocked=set(blocked), builtins=BUILTIN)
@@ -64,6 +68,9 @@ def main(argv=None) -> int:
             return 2
         args.plugins = active
         args.given = given_options(parser.commands.get(command), argv)
+        if command not in MULTI_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(f"'ddtool {command}' runs as one process; start it without torchrun (only "
+                             f"{', '.join(MULTI_PROCESS)} spread over several)")
         with cpu_threads(getattr(args, "threads", None)):
             args.func(args, pm)
         return 0

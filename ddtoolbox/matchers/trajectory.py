@@ -7,10 +7,14 @@ the augmented synthetic set for ``syn_steps`` steps, and returns the per-paramet
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from .. import parallel
+from ..errors import UsageError
 from ..models import FlatModel
-from ..unroll import choose_unroll, graph_bytes_per_step
+from ..unroll import choose_unroll, graph_bytes_per_step, unroll, unroll_checkpointed
 from .base import Matcher
 
 
@@ -24,6 +28,21 @@ class TrajectoryMatcher(Matcher):
         cfg = self.config
         self.student = FlatModel(self.buffer.make_model().to(self.device))
         self.batch_syn = cfg.batch_syn or run.images.shape[0]
+        if getattr(run, "parallel", "none") == "batch":
+            if self.batch_syn < parallel.world():
+                raise UsageError(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} synthetic "
+                                 f"images (--batch-syn); start at most {self.batch_syn} processes or raise "
+                                 f"--batch-syn")
+            norm = str((self.buffer.meta.get("model_options") or {}).get("norm"))
+            if "batch" in norm:
+                raise UsageError(f"--parallel batch splits each student batch, which changes {norm}'s batch "
+                                 f"statistics; use --parallel segments, or experts without batch norm")
+            if cfg.unroll == "checkpointed":
+                self.unroll, run.unroll_mode = functools.partial(unroll_checkpointed, split=True), \
+                    "checkpointed (split over ranks)"
+            else:   # auto: every rank must take the same unroll, so no per-rank memory measurement
+                self.unroll, run.unroll_mode = functools.partial(unroll, split=True), "full (split over ranks)"
+            return
         self.unroll, run.unroll_mode = choose_unroll(
             cfg.unroll, cfg.syn_steps, device=self.device,
             bytes_per_step=lambda: graph_bytes_per_step(

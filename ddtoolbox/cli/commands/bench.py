@@ -20,6 +20,9 @@ def setup(p, pm) -> None:
                    help="also rerun finished cells whose settings differ from the spec's now (default: keep them, with a warning)")
     p.add_argument("--render-only", action="store_true", help="run nothing; redraw the table and plot")
     p.add_argument("--dry-run", action="store_true", help="print the cells still to run and stop")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="run several cells at once, one per listed device, e.g. cuda:0,cuda:1 (a device listed twice runs two "
+                        "cells on it); default: one cell at a time on --device")
     add_arguments(p, CommonSettings)
 
 
@@ -38,13 +41,14 @@ def run(args, pm) -> None:
     if unknown:
         raise UsageError(f"--method {unknown[0]} is not in {spec.path}; its methods: {', '.join(m.name for m in spec.methods)}")
     only = set(args.methods) if args.methods else None
-    device = resolve_device(args.device)
+    devices = [str(resolve_device(d.strip())) for d in args.devices.split(",")] if args.devices else []
+    device = resolve_device(devices[0] if devices else args.device)
     common = ["--seed", str(args.seed), "--device", str(device), "--quiet"]
     if args.data_root:
         common += ["--data-root", args.data_root]
     if args.threads:
         common += ["--threads", str(args.threads)]
-    runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet)
+    runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet, devices=devices)
     if not args.render_only:
         runner.check(pm, only)
     if args.dry_run:

@@ -15,12 +15,14 @@ def setup(p, pm) -> None:
 
 def run(args, pm) -> None:
     from ...experts import train_buffer
+    from ...parallel import is_main
 
     config = BufferConfig.from_namespace(args)
     buf = train_buffer(config, options=plugin_values(args, pm, "buffer"), manager=pm)
     accs = [e["test_accuracy"] for e in buf.meta["experts"]]
-    print(f"buffer: {buf.num_experts} experts, final test accuracy {min(accs) * 100:.2f}-{max(accs) * 100:.2f}%, "
-          f"in {buf.path}")
+    if is_main():
+        print(f"buffer: {buf.num_experts} experts, final test accuracy {min(accs) * 100:.2f}-{max(accs) * 100:.2f}%, "
+              f"in {buf.path}")
 
 
 @hookimpl

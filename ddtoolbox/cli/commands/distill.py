@@ -26,6 +26,10 @@ def run(args, pm) -> None:
     else:
         config, plugins, options = DistillConfig.from_namespace(args), args.plugins, plugin_values(args, pm, "distill")
     run = distill(config, plugins=plugins, options=options, manager=pm)
+    from ...parallel import is_main
+
+    if not is_main():
+        return
     extra = [p for p in run.plugins if p != pm.matcher(run.config.matcher).plugin]
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
           f"{' + ' + ', '.join(extra) if extra else ''}; "

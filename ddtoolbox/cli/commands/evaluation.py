@@ -21,7 +21,9 @@ def run_eval(args, pm) -> None:
 
     settings = EvalSettings.from_namespace(args)
     result = evaluate_synthetic(settings, report=print)
-    if settings.json:
+    from ...parallel import is_main
+
+    if settings.json and is_main():
         write_json(settings.json, result)
 
 

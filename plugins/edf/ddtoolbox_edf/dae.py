@@ -180,6 +180,8 @@ def on_run_start(run, options, state, cache):
 def refresh(run, cache: dict, images: torch.Tensor, tag: str) -> torch.Tensor:
     """Recompute the maps of ``images``; save the overlay picture; return the maps."""
     maps = M.gradcam_maps(cache["model"], images.detach(), cache["targets"], cache["layers"])
+    if not getattr(run, "writes", True):   # under torchrun only rank 0 writes the picture
+        return maps
     path = run.out_dir / "dae" / f"maps_{tag}.png"
     save_image_grid(path, run.train_set.unwhiten(images.detach()), run.labels, run.info, overlay=maps)
     return maps

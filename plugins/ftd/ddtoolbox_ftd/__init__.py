@@ -85,7 +85,7 @@ def evaluate_ema(run) -> dict:
 @hookimpl
 def on_run_end(run, exception):
     """Write the EMA images as ``synthetic_ema.pt`` (same format as ``synthetic.pt``) and a picture."""
-    if exception is not None:
+    if exception is not None or not getattr(run, "writes", True):   # under torchrun only rank 0 writes
         return
     from ddtoolbox.io import load_tensors, save_tensors
     from ddtoolbox.viz import save_image_grid
