@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import UsageError
-from .io import atomic_write, read_json, write_json
+from .io import read_json, write_json
 
 LOCK_NAME = ".ddtool.lock"
 MANIFEST = "manifest.json"

@@ -21,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from .augment import DSA
 from .io import atomic_write
 from .models import FlatModel, create_model
-from .runtime import configure_backends
 from .unroll import unroll, unroll_checkpointed
 
 MODES = {"full": unroll, "checkpointed": unroll_checkpointed}

@@ -22,7 +22,6 @@ with its evaluation) and the rows a comparison page, ``OUT/comparison.html`` (se
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
