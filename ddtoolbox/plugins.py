@@ -358,6 +358,25 @@ class PluginManager:
             return []
         return [info.flags[0] if info.flags else "--" + f.name.replace("_", "-") for f, info in option_fields(cls)]
 
+    def option_values(self, command: str, namespace) -> dict:
+        """``{field: value}`` of every plugin option a parsed ``namespace`` holds, for :meth:`plugin_options`.
+
+        Options of blocked plugins are passed only when given (which then says once that they are
+        ignored).
+        """
+        values = {}
+        for options_cls in self.option_classes(command).values():
+            for f, _ in option_fields(options_cls):
+                if hasattr(namespace, f.name):
+                    values[f.name] = getattr(namespace, f.name)
+        for options_cls in self.blocked_option_classes(command).values():
+            for f in dataclasses.fields(options_cls):
+                default = f.default if f.default is not dataclasses.MISSING else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                if hasattr(namespace, f.name) and getattr(namespace, f.name) != default:
+                    values[f.name] = getattr(namespace, f.name)
+        return values
+
     def plugin_options(self, command: str, values: dict, active) -> dict[str, object]:
         """Each active plugin's options object for ``command``, made from ``{field: value}``.
 

@@ -304,7 +304,6 @@ class BenchRunner:
         exists: checked before the first cell runs, so a typo never surfaces hours in."""
         from ..config import DistillConfig, EvalSettings
         from ..data import dataset_info
-        from ..options import option_fields
 
         for dataset in self.spec.datasets:
             dataset_info(dataset)
@@ -321,9 +320,7 @@ class BenchRunner:
                 config = DistillConfig.from_namespace(args)
                 manager.matcher(config.matcher)
                 active = manager.activate(args.plugins + [p for p in cell.method.plugins if p not in args.plugins])
-                values = {f.name: getattr(args, f.name) for cls in manager.option_classes("distill").values()
-                          for f, _ in option_fields(cls) if hasattr(args, f.name)}
-                manager.plugin_options("distill", values, active + [manager.matcher(config.matcher).plugin])
+                manager.plugin_options("distill", manager.option_values("distill", args), active + [manager.matcher(config.matcher).plugin])
 
     # ------------------------------------------------------------------ the grid
 

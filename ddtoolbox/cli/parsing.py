@@ -7,11 +7,10 @@ those go to the library functions.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from .. import __version__
 from ..errors import PluginError, UsageError, warn
-from ..options import add_arguments, option_fields
+from ..options import add_arguments
 
 #: ddtool's own commands in the order ``ddtool --help`` lists them; plugins' commands follow
 ORDER = ("demo", "buffer", "distill", "eval", "report", "train-full", "bench-speed", "bench", "presets", "plugins",
@@ -87,26 +86,6 @@ def _add_plugin_group(p, plugin, options_cls, title) -> None:
     except argparse.ArgumentError as exc:
         raise PluginError(f"plugin '{plugin}' declares an option that is already taken: {exc}; rename it with "
                           f"the plugin's name as prefix", plugin, "add_options") from exc
-
-
-def plugin_values(args, pm, command: str) -> dict:
-    """``{field: value}`` of every plugin option the parsed ``args`` hold, for the library to check.
-
-    Options of blocked plugins are passed only when given (the library then says once that they are
-    ignored).
-    """
-    values = {}
-    for options_cls in pm.option_classes(command).values():
-        for f, _ in option_fields(options_cls):
-            if hasattr(args, f.name):
-                values[f.name] = getattr(args, f.name)
-    for options_cls in pm.blocked_option_classes(command).values():
-        for f in dataclasses.fields(options_cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            if hasattr(args, f.name) and getattr(args, f.name) != default:
-                values[f.name] = getattr(args, f.name)
-    return values
 
 
 def apply_preset(pm, parser, command: str, name: str, active: list[str]) -> list[str]:

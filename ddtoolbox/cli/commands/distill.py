@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ... import hookimpl
 from ...config import DistillConfig
-from ..parsing import add_plugin_option, add_preset_option, add_settings, plugin_values
+from ..parsing import add_plugin_option, add_preset_option, add_settings
 
 
 def setup(p, pm) -> None:
@@ -24,7 +24,7 @@ def run(args, pm) -> None:
     if args.resume:
         config, plugins, options = resume_settings(args, pm)
     else:
-        config, plugins, options = DistillConfig.from_namespace(args), args.plugins, plugin_values(args, pm, "distill")
+        config, plugins, options = DistillConfig.from_namespace(args), args.plugins, pm.option_values("distill", args)
     run = distill(config, plugins=plugins, options=options, manager=pm)
     from ...parallel import is_main
 

@@ -30,7 +30,7 @@ from ddtoolbox import hookimpl
 from ddtoolbox.config import DistillConfig, EvalSettings
 from ddtoolbox.errors import UsageError
 from ddtoolbox.io import atomic_write, read_json, write_json
-from ddtoolbox.options import add_arguments, option_fields
+from ddtoolbox.options import add_arguments
 
 ROWS = {
     #        (DAE,   CPD,   plugins)
@@ -62,11 +62,6 @@ def rows_of(text: str) -> list[str]:
     if bad or not rows:
         raise UsageError(f"--rows: unknown row(s) {bad}; choose among {', '.join(ROWS)}")
     return rows
-
-
-def plugin_values(args, pm) -> dict:
-    return {f.name: getattr(args, f.name) for cls in pm.option_classes("distill").values()
-            for f, _ in option_fields(cls) if hasattr(args, f.name)}
 
 
 def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict:
@@ -156,7 +151,7 @@ def table(rows, config: DistillConfig, options: dict) -> str:
 def run(args, pm) -> None:
     rows = rows_of(args.rows)
     config = DistillConfig.from_namespace(args)
-    options = plugin_values(args, pm)
+    options = pm.option_values("distill", args)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     start = time.time()
     results = [run_row(name, config, options, args.force, pm) for name in rows]
