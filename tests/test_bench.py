@@ -207,6 +207,9 @@ def test_table_bolds_the_best_and_computes_the_recovery_ratio(toy_spec):
     ("[bench]\ndatasets=['a']\nipcs=[1]\nseeds=[-1]\n[methods.x]\nmatcher='mtt'\n", "seeds must be a list"),
     ("[bench]\ndatasets=['a']\nipcs=[1]\nseeds=3\n[methods.x]\nmatcher='mtt'\n", "seeds must be a list"),
     ("[bench]\ndatasets=['a']\nipcs=[1]\nseed=[3]\n[methods.x]\nmatcher='mtt'\n", "unknown [bench] key"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\ndatasets=['b']\n", "datasets ['b'] are not in"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\ndatasets='a'\n", "non-empty list"),
+    ("[bench]\ndatasets=['a']\nipcs=[1]\n[methods.x]\nmatcher='mtt'\ndatasets=[]\n", "non-empty list"),
 ])
 def test_malformed_specs_are_named(tmp_path, text, message):
     path = tmp_path / "spec.toml"
@@ -225,6 +228,20 @@ def test_option_typos_fail_before_anything_runs(toy_spec, tmp_path):
         check_spec(read_spec(path), parsers)
     result = run_cli("bench", str(path))
     assert result.code == 2 and "syn_step" in result.err and not (tmp_path / "cells").exists()
+
+
+def test_a_method_limited_to_some_datasets_gets_cells_only_there(tmp_path, toy_dataset):
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace('datasets = ["', 'datasets = ["other", "')
+                    + f'\n[methods.only]\nmatcher = "mtt"\ndatasets = ["{toy_dataset}"]\n')
+    spec = read_spec(path)
+    cells = {(c.dataset, c.method.name) for c in cells_of(spec)}
+    assert ("other", "MTT") in cells and (toy_dataset, "only") in cells and ("other", "only") not in cells
+    assert len(cells_of(spec)) == 2 * 2 * 3 - 2                     # 2 datasets x 2 IPCs x 3 methods, less 'only' on 'other'
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in markdown_table(spec, {"cells": {}, "full": {}}).splitlines()[2:]}
+    assert [c.strip() for c in rows["only"]] == ["n/a", "n/a", "-", "-"]   # not run there vs not finished yet
+    assert [c.strip() for c in rows["MTT"]] == ["-"] * 4
 
 
 def test_dry_run_lists_the_cells_left(toy_spec):
@@ -429,3 +446,35 @@ def test_devices_run_cells_at_once_each_on_its_own_device(toy_spec):
     for rec in records:   # a cell's distill and eval ran on the same device
         used = {cmd.split("--device ")[1].split()[0] for cmd in rec["commands"]}
         assert len(used) == 1
+
+
+def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dataset):
+    """benchmarks/edf-complex/figures.py on a finished toy grid: the area curve of every row, the
+    overlays, and diagnostics whose numbers are the runs' own."""
+    import runpy
+    import statistics
+
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).split("[methods.random]")[0]
+                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]").replace("iterations = 2", "iterations = 3")
+                    + '[methods.plain]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = { dae_measure_only = true, dae_every = 1 }\n'
+                    + '[methods."+CPD"]\nmatcher = "mtt"\nplugins = ["cpd", "dae"]\n'
+                      'options = { cpd_alpha = 0.25, dae_measure_only = true, dae_every = 1 }\n')
+    spec = read_spec(path)
+    runner(spec, Recorder()).run(log=lambda *_: None)
+    script = Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "figures.py"
+    runpy.run_path(str(script), run_name="figures")["main"](tmp_path)
+    assert (tmp_path / "area.png").stat().st_size > 0 and (tmp_path / "overlays.png").stat().st_size > 0
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
+            for line in (tmp_path / "diagnostics.md").read_text().splitlines() if line.startswith(f"| {toy_dataset}")}
+    assert set(rows) == {"plain", "+CPD"}
+    for name, cells in rows.items():
+        cell = [c for c in cells_of(spec) if c.method.name == name][0]
+        histories = [read_json_file(cell.folder(tmp_path) / f"seed{s}" / "run" / "metrics.json")["history"]
+                     for s in (0, 1)]
+        start = statistics.fmean(next(h["dae_area"] for h in hist if "dae_area" in h) for hist in histories)
+        end = statistics.fmean(hist[-1]["dae_area_final"] for hist in histories)
+        assert cells[0] == f"{start:.1%}" and cells[1] == f"{end:.1%}" and cells[2] == "0.0%"
+        assert (cells[3] == "-") == (name == "plain")
+        if name == "+CPD":                  # CPD keeps the larger per-parameter losses: kept / full > 1
+            assert float(cells[3]) > 1

@@ -3,7 +3,8 @@
 The table follows the paper's Table 1: one row per method, one column per dataset and IPC,
 ``mean ± std`` in percent, the best mean of each column in bold, and a last row with the recovery
 ratio (best distilled accuracy / full-data accuracy) when full-data results exist. Missing cells
-show as ``-`` so a partly finished benchmark can be looked at while it runs.
+show as ``-`` so a partly finished benchmark can be looked at while it runs; a method that does not run
+on a dataset (its ``datasets`` key) shows ``n/a`` there.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def markdown_table(spec: Spec, results: dict) -> str:
         row = [m.name]
         for col in columns:
             r = cells.get((*col, m.name))
-            text = "-" if r is None else _pct(r)
+            text = "n/a" if m.datasets is not None and col[0] not in m.datasets else "-" if r is None else _pct(r)
             row.append(f"**{text}**" if r is not None and best.get(col) == m.name else text)
         rows.append(row)
     if full:

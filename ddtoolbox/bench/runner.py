@@ -113,7 +113,8 @@ class Cell:
 
 
 def cells_of(spec: Spec) -> list[Cell]:
-    return [Cell(d, ipc, m) for d in spec.datasets for ipc in spec.ipcs for m in spec.methods]
+    return [Cell(d, ipc, m) for d in spec.datasets for ipc in spec.ipcs for m in spec.methods
+            if m.datasets is None or d in m.datasets]
 
 
 def cell_result(out: Path, cell: Cell) -> dict | None:

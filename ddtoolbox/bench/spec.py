@@ -32,6 +32,7 @@
     matcher = "datm"
     plugins = ["cpd", "dae"]
     options = { cpd_alpha = 0.25 }   # extra 'ddtool distill' options for this method
+    datasets = ["fashion-mnist"]     # optional: only these of [bench] datasets (default: all)
 
 Keys are option destinations, as in presets (``syn_steps`` for ``--syn-steps``), and every one is
 checked against the real parser before anything runs: a typo must fail in the first second, not
@@ -48,7 +49,7 @@ from pathlib import Path
 from ..errors import UsageError
 
 SECTIONS = {"bench", "buffer", "distill", "eval", "ipc", "full", "methods"}
-METHOD_KEYS = {"matcher", "plugins", "options", "random"}
+METHOD_KEYS = {"matcher", "plugins", "options", "random", "datasets"}
 NETWORK_KEYS = ("model", "width", "depth", "norm", "pooling")
 
 
@@ -58,6 +59,7 @@ class Method:
     matcher: str | None = None        #: None for the random-real baseline
     plugins: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    datasets: list[str] | None = None  #: the [bench] datasets this method runs on; None: all of them
 
     @property
     def random(self) -> bool:
@@ -118,7 +120,7 @@ def read_spec(path) -> Spec:
     methods_table = _table(data, "methods", where, required=False)
     if not methods_table:
         raise UsageError(f"{where}: no [methods.NAME] tables; add at least one method")
-    methods = [_method(name, m, where) for name, m in methods_table.items()]
+    methods = [_method(name, m, where, datasets) for name, m in methods_table.items()]
     slugs = [m.slug for m in methods]
     if len(set(slugs)) != len(slugs):
         raise UsageError(f"{where}: method names {[m.name for m in methods]} collide as folder names")
@@ -169,13 +171,21 @@ def _table(data, name, where, required=True) -> dict:
     return value
 
 
-def _method(name, m, where) -> Method:
+def _method(name, m, where, all_datasets) -> Method:
     if not isinstance(m, dict) or set(m) - METHOD_KEYS:
         raise UsageError(f"{where}: [methods.{name}] may only set {sorted(METHOD_KEYS)}")
+    datasets = m.get("datasets")
+    if datasets is not None:
+        if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) for d in datasets)):
+            raise UsageError(f"{where}: [methods.{name}] datasets must be a non-empty list of dataset names")
+        unknown = [d for d in datasets if d not in all_datasets]
+        if unknown:
+            raise UsageError(f"{where}: [methods.{name}] datasets {unknown} are not in [bench] datasets "
+                             f"{all_datasets}; add them there or drop them here")
     if m.get("random"):
-        if set(m) - {"random"}:
+        if set(m) - {"random", "datasets"}:
             raise UsageError(f"{where}: [methods.{name}] is the random baseline; it takes no matcher, plugins or options")
-        return Method(name)
+        return Method(name, datasets=datasets)
     if not isinstance(m.get("matcher"), str):
         raise UsageError(f"{where}: [methods.{name}] needs matcher = \"mtt\" (or random = true)")
     plugins = m.get("plugins", [])
@@ -184,4 +194,4 @@ def _method(name, m, where) -> Method:
     options = m.get("options", {})
     if not isinstance(options, dict):
         raise UsageError(f"{where}: [methods.{name}] options must be a table")
-    return Method(name, m["matcher"], plugins, options)
+    return Method(name, m["matcher"], plugins, options, datasets)

@@ -2,8 +2,10 @@
 
 Every ``--dae-every K`` iterations (iteration 0 included, before its gradient is used) DAE computes
 Grad-CAM maps ``M`` of the current, unaugmented synthetic images for their own classes with an
-activation model G (by default the final snapshot of expert 0 of the run's buffer: a network
-trained on the real data). Between refreshes, after each backward pass, it multiplies the image
+activation model G: by default the final snapshot of expert 0 of the run's buffer (a network
+trained on the real data); ``--dae-model FILE`` takes any network ``ddtool train-full --save-model``
+wrote for the dataset instead, and ``--dae-layer`` the layer its maps come from. Which G and layer
+land on the object can be measured before distilling (``ddtool compdd stats``, docs/edf.md). Between refreshes, after each backward pass, it multiplies the image
 gradient in place by Eq. 4's weights, broadcast over channels::
 
     w = 1          where M <  mean(M)   (per image; or a fixed --dae-threshold)
@@ -22,13 +24,16 @@ gradient alone, so a run without DAE's effect can still log how the discriminati
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ddtoolbox import hookimpl
 from ddtoolbox.errors import UsageError, brief, warn
 from ddtoolbox.options import Settings, integer, number, option, positive_int
+from ddtoolbox.teacher import load_teacher
 from ddtoolbox.viz import save_image_grid
 
 from . import maps as M
@@ -88,8 +93,9 @@ class DAEOptions(Settings):
                                  "default the last convolutional block (ConvNet: its last ReLU; ResNet: layer4)",
                              metavar="NAME", repeat=True)
     dae_model: str = option("expert", "activation model G: 'expert' (default: the final snapshot of a buffer "
-                                      "expert) or a torchvision architecture such as resnet18, with --dae-weights",
-                            metavar="expert|ARCH")
+                                      "expert), a network FILE written by 'ddtool train-full --save-model' on this "
+                                      "dataset, or a torchvision architecture such as resnet18, with --dae-weights",
+                            metavar="expert|FILE|ARCH")
     dae_expert: int = option(0, "which buffer expert is G when --dae-model expert (default 0)", metavar="I",
                              type=integer)
     dae_weights: str | None = option(None, "state dict for a torchvision --dae-model (loaded with "
@@ -136,10 +142,14 @@ def build_model(run, a: DAEOptions) -> tuple[torch.nn.Module, int]:
             if not 0 <= a.dae_expert < n:
                 raise UsageError(f"--dae-expert must be in [0, {n}) for buffer {run.buffer.path} (got {a.dae_expert})")
             model = run.expert_model(expert=a.dae_expert, epoch=-1)
+        elif getattr(info, "zca", False):
+            raise UsageError(f"--dae-model {choice} expects normalised images, but this run's images are "
+                             f"ZCA-whitened (--zca); use --dae-model expert")
+        elif choice.endswith(".pt") or os.sep in choice or Path(choice).is_file():
+            if a.dae_weights:
+                raise UsageError(f"--dae-model {choice} is a saved network and carries its weights; drop --dae-weights")
+            model, _ = load_teacher(choice, info, "cpu", role="DAE activation model", option="--dae-model")
         else:
-            if getattr(info, "zca", False):
-                raise UsageError(f"--dae-model {choice} expects normalised images, but this run's images are "
-                                 f"ZCA-whitened (--zca); use --dae-model expert")
             model = M.load_torchvision_model(choice, a.dae_weights)
             if M.needs_adapter(info.mean, info.std, info.channels):
                 model = M.InputAdapter(model, info.mean, info.std)

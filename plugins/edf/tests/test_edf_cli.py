@@ -120,6 +120,49 @@ def test_dae_with_a_torchvision_model_and_class_map(ddtool, toy_dataset, toy_buf
     assert r.code == 2 and "--dae-class-map" in r.err
 
 
+def test_dae_with_a_network_saved_by_train_full(ddtool, toy_dataset, toy_buffer, tmp_path, monkeypatch):
+    """G can be any ddtoolbox network trained on the data ('train-full --save-model'), not only an
+    expert: its own architecture and default layer are used, and a file for other data is refused."""
+    from captum.attr import LayerGradCam
+
+    saved = tmp_path / "g.pt"
+    r = ddtool("train-full", "--dataset", toy_dataset, "--model", "ResNet18", "--width", "4", "--epochs", "1",
+               "--device", "cpu", "--quiet", "--save-model", saved, "--full-results", tmp_path / "full.json")
+    assert r.code == 0, r.err
+    seen = []
+    original = LayerGradCam.attribute
+
+    def spy(self, inputs, target=None, **kw):
+        seen.append((type(self.forward_func).__name__, self.layer))
+        return original(self, inputs, target=target, **kw)
+
+    monkeypatch.setattr(LayerGradCam, "attribute", spy)
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "run", "--plugin", "dae", "--dae-model", saved,
+                 "--dae-every", "1", iterations=2)
+    assert r.code == 0, r.err
+    assert len(seen) == 3 and all(name == "ResNet18" for name, _ in seen)   # iterations 0, 1 and the final maps
+    assert {id(layer) for _, layer in seen} == {id(seen[0][1])}     # one G, built once, its last block
+    assert not torch.equal(_images(tmp_path / "run"), _images(_distill_expert_g(ddtool, toy_dataset, toy_buffer,
+                                                                                  tmp_path / "expert")))
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "w", "--plugin", "dae", "--dae-model", saved,
+                 "--dae-weights", saved, iterations=1)
+    assert r.code == 2 and "drop --dae-weights" in r.err
+    other = tmp_path / "other.pt"
+    record = torch.load(saved, weights_only=True)
+    torch.save({**record, "dataset": "fashion-mnist"}, other)
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "o", "--plugin", "dae", "--dae-model", other, iterations=1)
+    assert r.code == 2 and "DAE activation model" in r.err and "fashion-mnist" in r.err and "--dae-model" in r.err
+    r = _distill(ddtool, toy_dataset, toy_buffer, tmp_path / "m", "--plugin", "dae", "--dae-model",
+                 tmp_path / "missing.pt", iterations=1)
+    assert r.code == 2 and "missing.pt" in r.err and "does not exist" in r.err
+
+
+def _distill_expert_g(ddtool, toy_dataset, toy_buffer, out):
+    r = _distill(ddtool, toy_dataset, toy_buffer, out, "--plugin", "dae", "--dae-every", "1", iterations=2)
+    assert r.code == 0, r.err
+    return out
+
+
 @pytest.mark.parametrize("flags, option", [
     (("--plugin", "cpd", "--cpd-alpha", "1.0"), "--cpd-alpha"),
     (("--plugin", "cpd", "--cpd-alpha", "-0.5"), "--cpd-alpha"),

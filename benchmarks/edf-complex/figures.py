@@ -1,0 +1,144 @@
+"""The pictures and diagnostics of the edf-complex benchmark, from the runs its cells kept.
+
+    python benchmarks/edf-complex/figures.py [BENCH_FOLDER]
+
+Writes, beside the spec:
+
+* ``area.png``: the discriminative area (``dae_area``: the share of each synthetic image's pixels at
+  or above its Grad-CAM map's mean) over the distillation, one line per row, mean over seeds (the
+  paper's Figure 5b, for every row: the rows without DAE measure it without using it);
+* ``overlays.png``: the final synthetic images of seed 0 of every row with G's maps in red (each
+  run's ``dae/maps_final.png``), one block per dataset;
+* ``diagnostics.md``: what each row did besides its accuracy: the area at the start and end, the
+  share of skipped updates, how much CPD raised the loss it kept over the full loss, the learned
+  step size, seconds per iteration.
+
+Only finished cells are used, so it can be run while the grid is still going.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ddtoolbox.bench.runner import cell_result, cells_of  # noqa: E402
+from ddtoolbox.bench.spec import read_spec  # noqa: E402
+from ddtoolbox.io import atomic_write  # noqa: E402
+
+
+def seed_runs(folder: Path, cell) -> list[tuple[int, Path]]:
+    """``(seed, run folder)`` of every seed of a finished cell."""
+    record = cell_result(folder, cell)
+    if record is None:
+        return []
+    base = cell.folder(folder)
+    return [(s, base / f"seed{s}" / "run") for s in record.get("seeds", [])
+            if (base / f"seed{s}" / "run" / "metrics.json").is_file()]
+
+
+def area_curve(metrics: dict) -> list[tuple[int, float]]:
+    history = metrics["history"]
+    points = [(h["iteration"], h["dae_area"]) for h in history if "dae_area" in h]
+    final = [h["dae_area_final"] for h in history if "dae_area_final" in h]
+    if final:
+        points.append((history[-1]["iteration"] + 1, final[-1]))
+    return points
+
+
+def diagnostics(metrics: dict) -> dict:
+    history = [h for h in metrics["history"] if h.get("iteration", -1) >= 0 and "loss" in h]
+    curve = area_curve(metrics)
+    kept = [h["loss"] / h["cpd_full_loss"] for h in history if h.get("cpd_full_loss")]
+    return {"area_start": curve[0][1] if curve else None, "area_end": curve[-1][1] if curve else None,
+            "skipped": sum(bool(h.get("skipped")) for h in history) / max(len(history), 1),
+            "cpd_loss_ratio": statistics.fmean(kept) if kept else None,
+            "final_loss": statistics.fmean(h["loss"] for h in history[-10:]) if history else None,
+            "final_lr": metrics.get("final_lr"), "seconds_per_iteration": metrics.get("seconds_per_iteration")}
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _fmt(v, pattern):
+    return "-" if v is None else pattern.format(v)
+
+
+def main(folder: Path) -> None:
+    spec = read_spec(folder / "spec.toml")
+    cells = [(c, runs) for c in cells_of(spec) if (runs := seed_runs(folder, c))]
+    if not cells:
+        sys.exit(f"no finished cells under {folder}; run 'ddtool bench {folder / 'spec.toml'}' first")
+    datasets = [d for d in spec.datasets if any(c.dataset == d for c, _ in cells)]
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for cell, runs in cells:
+            if cell.dataset != dataset:
+                continue
+            curves = [area_curve(json.loads((run / "metrics.json").read_text())) for _, run in runs]
+            its = [i for i, _ in curves[0]]
+            means = [statistics.fmean(c[k][1] for c in curves) for k in range(len(its))]
+            ax.plot(its, [m * 100 for m in means], marker="o", label=f"{cell.method.name} ({len(runs)} seeds)")
+        ax.set_title(dataset)
+        ax.set_xlabel("iteration (last point: the final images)")
+        ax.set_ylabel("discriminative area (% of pixels)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Share of synthetic pixels at or above their Grad-CAM map's mean (G: buffer expert 0)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, folder / "area.png")
+
+    found = {(c.dataset, c.method.name): runs[0] for c, runs in cells
+             if (runs[0][1] / "dae" / "maps_final.png").is_file()}
+    methods = [m.name for m in spec.methods if any((d, m.name) in found for d in datasets)]
+    fig, axes = plt.subplots(len(methods), len(datasets), figsize=(5.2 * len(datasets), 4.6 * len(methods)),
+                             squeeze=False)
+    for r, method in enumerate(methods):
+        for c, dataset in enumerate(datasets):
+            ax = axes[r, c]
+            ax.axis("off")
+            if (dataset, method) in found:
+                seed, run = found[(dataset, method)]
+                ax.imshow(plt.imread(run / "dae" / "maps_final.png"))
+                ax.set_title(f"{dataset}\n{method} (seed {seed})", fontsize=9)
+    fig.suptitle("Final synthetic images with G's Grad-CAM maps in red", fontsize=10)
+    fig.tight_layout()
+    _save(fig, folder / "overlays.png")
+
+    lines = ["| dataset | row | area start | area end | skipped updates | CPD kept / full loss | loss (last 10) "
+             "| final step size | s / iteration |", "|" + "---|" * 9]
+    for cell, runs in cells:
+        d = [diagnostics(json.loads((run / "metrics.json").read_text())) for _, run in runs]
+        pick = {k: _mean(x[k] for x in d) for k in d[0]}
+        lines.append(f"| {cell.dataset} | {cell.method.name} | {_fmt(pick['area_start'], '{:.1%}')} | "
+                     f"{_fmt(pick['area_end'], '{:.1%}')} | {_fmt(pick['skipped'], '{:.1%}')} | "
+                     f"{_fmt(pick['cpd_loss_ratio'], '{:.3f}')} | {_fmt(pick['final_loss'], '{:.3f}')} | "
+                     f"{_fmt(pick['final_lr'], '{:.4f}')} | {_fmt(pick['seconds_per_iteration'], '{:.1f}')} |")
+    text = ("# edf-complex: what each row did besides its accuracy\n\n"
+            "Means over the seeds of each finished cell, from every run's `metrics.json` "
+            "(written by `figures.py`).\n\n" + "\n".join(lines) + "\n")
+    atomic_write(folder / "diagnostics.md", lambda fh: fh.write(text.encode()))
+    print(text)
+    print(f"wrote {folder / 'area.png'}, {folder / 'overlays.png'} and {folder / 'diagnostics.md'}")
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent)
