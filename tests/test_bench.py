@@ -408,10 +408,12 @@ def test_the_edf_complex_spec_logs_the_area_on_every_row():
     assert spec.seeds == [0, 1] and spec.ipcs == [10]
     assert spec.datasets == ["cluttered-fashion-mnist", "fashion-mnist"]
     rows = {m.name: m for m in spec.methods}
-    assert list(rows) == ["DATM", "DATM+CPD", "DATM+DAE", "DATM+CPD+DAE"]
+    assert list(rows) == ["Random real", "DATM", "DATM+CPD", "DATM+DAE", "DATM+CPD+DAE", "DATM+DAE (G: ResNet-18 layer3)"]
+    assert rows.pop("Random real").random
     for name, m in rows.items():
         assert m.matcher == "datm" and "dae" in m.plugins and ("cpd" in m.plugins) == ("CPD" in name)
         assert m.options.get("dae_measure_only", False) == ("DAE" not in name)
+        assert (m.datasets is None) == ("(G:" not in name)    # the other G runs where boxes chose it
     assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20
 
 
@@ -463,7 +465,7 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
     spec = read_spec(path)
     runner(spec, Recorder()).run(log=lambda *_: None)
     script = Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "figures.py"
-    runpy.run_path(str(script), run_name="figures")["main"](tmp_path)
+    runpy.run_path(str(script), run_name="figures")["main"](tmp_path, with_drift=True)
     assert (tmp_path / "area.png").stat().st_size > 0 and (tmp_path / "overlays.png").stat().st_size > 0
     rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
             for line in (tmp_path / "diagnostics.md").read_text().splitlines() if line.startswith(f"| {toy_dataset}")}
@@ -478,3 +480,17 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
         assert (cells[3] == "-") == (name == "plain")
         if name == "+CPD":                  # CPD keeps the larger per-parameter losses: kept / full > 1
             assert float(cells[3]) > 1
+        # drift: both rows moved their images; only the second row has a distance from the first
+        assert float(cells[-2]) > 0 and (cells[-1] == "-") == (name == "plain")
+    assert float(rows["+CPD"][-1]) > 0
+    # the initial images were remade once per seed, shared by the rows, and are where the runs began
+    init = sorted(p.name for p in (tmp_path / "init" / toy_dataset).iterdir())
+    assert init == ["seed0.pt", "seed1.pt"]
+    import torch
+    plain = [c for c in cells_of(spec) if c.method.name == "plain"][0].folder(tmp_path)
+    moved = []
+    for s in (0, 1):
+        start = torch.load(tmp_path / "init" / toy_dataset / f"seed{s}.pt", weights_only=True)
+        final = torch.load(plain / f"seed{s}" / "run" / "synthetic.pt", weights_only=True)["images"]
+        moved.append(((final - start).norm() / start.norm()).item())
+    assert float(rows["plain"][-2]) == pytest.approx(statistics.fmean(moved), abs=6e-4)

@@ -1,6 +1,6 @@
 """The pictures and diagnostics of the edf-complex benchmark, from the runs its cells kept.
 
-    python benchmarks/edf-complex/figures.py [BENCH_FOLDER]
+    python benchmarks/edf-complex/figures.py [BENCH_FOLDER] [--drift]
 
 Writes, beside the spec:
 
@@ -12,6 +12,13 @@ Writes, beside the spec:
 * ``diagnostics.md``: what each row did besides its accuracy: the area at the start and end, the
   share of skipped updates, how much CPD raised the loss it kept over the full loss, the learned
   step size, seconds per iteration.
+
+``--drift`` adds how far each row moved its images: the relative L2 distance of the final images
+from the initial ones, and from the first row's final images of the same seed (so "DATM+DAE 0.20"
+means DAE put the images 20% of their norm away from where DATM alone took them). The initial images
+are remade once per dataset and seed by a 1-iteration run with ``lr_img = 0`` (the rows share them:
+the plugins draw nothing at initialisation) and kept under ``init/``. It needs each run's
+``synthetic.pt``, which the repository does not keep.
 
 Only finished cells are used, so it can be run while the grid is still going.
 """
@@ -63,6 +70,61 @@ def diagnostics(metrics: dict) -> dict:
             "final_lr": metrics.get("final_lr"), "seconds_per_iteration": metrics.get("seconds_per_iteration")}
 
 
+def initial_images(folder: Path, dataset: str, seed: int, run: Path):
+    """The images a run of ``dataset`` / ``seed`` started from: a 1-iteration copy of ``run`` whose
+    image step is 0 (cached in ``folder/init``)."""
+    import tempfile
+    from dataclasses import fields
+
+    import torch
+
+    from ddtoolbox.config import DistillConfig
+    from ddtoolbox.distillation import distill
+
+    cached = folder / "init" / dataset / f"seed{seed}.pt"
+    if not cached.is_file():
+        metrics = json.loads((run / "metrics.json").read_text())
+        names = {f.name for f in fields(DistillConfig)}
+        config = {k: v for k, v in metrics["config"].items() if k in names}
+        matcher_options = {k: v for plugin, opts in metrics["options"].items() if plugin == config["matcher"]
+                           for k, v in opts.items()}
+        with tempfile.TemporaryDirectory() as out:
+            config.update(out=out, iterations=1, lr_img=0.0, quiet=True, resume=False, overwrite=True, eval_every=0)
+            distill(DistillConfig(**config), options=matcher_options, progress=False)
+            images = torch.load(Path(out) / "synthetic.pt", weights_only=True)["images"]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, lambda fh: torch.save(images, fh))
+    return torch.load(cached, weights_only=True)
+
+
+def drift(folder: Path, cells) -> dict:
+    """``{(dataset, method): (distance from the initial images, distance from the first row's)}``,
+    relative L2, mean over seeds."""
+    import torch
+
+    finals, first = {}, {}
+    for cell, runs in cells:
+        for seed, run in runs:
+            if (run / "synthetic.pt").is_file():
+                finals[(cell.dataset, cell.method.name, seed)] = (
+                    torch.load(run / "synthetic.pt", weights_only=True)["images"], run)
+                first.setdefault(cell.dataset, cell.method.name)
+    out = {}
+    for cell, runs in cells:
+        own, off = [], []
+        for seed, _ in runs:
+            if (cell.dataset, cell.method.name, seed) not in finals:
+                continue
+            images, run = finals[(cell.dataset, cell.method.name, seed)]
+            start = initial_images(folder, cell.dataset, seed, run)
+            own.append(((images - start).norm() / start.norm()).item())
+            base = finals.get((cell.dataset, first[cell.dataset], seed))
+            if base is not None and first[cell.dataset] != cell.method.name:
+                off.append(((images - base[0]).norm() / base[0].norm()).item())
+        out[(cell.dataset, cell.method.name)] = (_mean(own), _mean(off))
+    return out
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
@@ -72,7 +134,7 @@ def _fmt(v, pattern):
     return "-" if v is None else pattern.format(v)
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, with_drift: bool = False) -> None:
     spec = read_spec(folder / "spec.toml")
     cells = [(c, runs) for c in cells_of(spec) if (runs := seed_runs(folder, c))]
     if not cells:
@@ -114,15 +176,23 @@ def main(folder: Path) -> None:
     fig.tight_layout()
     _save(fig, folder / "overlays.png")
 
-    lines = ["| dataset | row | area start | area end | skipped updates | CPD kept / full loss | loss (last 10) "
-             "| final step size | s / iteration |", "|" + "---|" * 9]
+    moved = drift(folder, cells) if with_drift else {}
+    head = ["dataset", "row", "area start", "area end", "skipped updates", "CPD kept / full loss", "loss (last 10)",
+            "final step size", "s / iteration"]
+    if moved:
+        head += ["image drift from start", "distance from first row"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell, runs in cells:
         d = [diagnostics(json.loads((run / "metrics.json").read_text())) for _, run in runs]
         pick = {k: _mean(x[k] for x in d) for k in d[0]}
-        lines.append(f"| {cell.dataset} | {cell.method.name} | {_fmt(pick['area_start'], '{:.1%}')} | "
-                     f"{_fmt(pick['area_end'], '{:.1%}')} | {_fmt(pick['skipped'], '{:.1%}')} | "
-                     f"{_fmt(pick['cpd_loss_ratio'], '{:.3f}')} | {_fmt(pick['final_loss'], '{:.3f}')} | "
-                     f"{_fmt(pick['final_lr'], '{:.4f}')} | {_fmt(pick['seconds_per_iteration'], '{:.1f}')} |")
+        row = [cell.dataset, cell.method.name, _fmt(pick["area_start"], "{:.1%}"), _fmt(pick["area_end"], "{:.1%}"),
+               _fmt(pick["skipped"], "{:.1%}"), _fmt(pick["cpd_loss_ratio"], "{:.3f}"),
+               _fmt(pick["final_loss"], "{:.3f}"), _fmt(pick["final_lr"], "{:.4f}"),
+               _fmt(pick["seconds_per_iteration"], "{:.1f}")]
+        if moved:
+            own, off = moved.get((cell.dataset, cell.method.name), (None, None))
+            row += [_fmt(own, "{:.3f}"), _fmt(off, "{:.3f}")]
+        lines.append("| " + " | ".join(row) + " |")
     text = ("# edf-complex: what each row did besides its accuracy\n\n"
             "Means over the seeds of each finished cell, from every run's `metrics.json` "
             "(written by `figures.py`).\n\n" + "\n".join(lines) + "\n")
@@ -141,4 +211,5 @@ def _save(fig, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent)
+    args = [a for a in sys.argv[1:] if a != "--drift"]
+    main(Path(args[0]) if args else Path(__file__).parent, with_drift="--drift" in sys.argv[1:])
