@@ -59,6 +59,15 @@ def area_curve(metrics: dict) -> list[tuple[int, float]]:
     return points
 
 
+DEFAULT_G = ("expert", 0, ())
+
+
+def activation_model(metrics: dict) -> tuple:
+    """Which G (and layers) a run's DAE maps came from: its area is only comparable with the same G."""
+    dae = metrics.get("options", {}).get("dae", {})
+    return dae.get("dae_model", "expert"), dae.get("dae_expert", 0), tuple(dae.get("dae_layer") or ())
+
+
 def diagnostics(metrics: dict) -> dict:
     history = [h for h in metrics["history"] if h.get("iteration", -1) >= 0 and "loss" in h]
     curve = area_curve(metrics)
@@ -146,16 +155,19 @@ def main(folder: Path, with_drift: bool = False) -> None:
         for cell, runs in cells:
             if cell.dataset != dataset:
                 continue
-            curves = [area_curve(json.loads((run / "metrics.json").read_text())) for _, run in runs]
+            metrics = [json.loads((run / "metrics.json").read_text()) for _, run in runs]
+            curves = [area_curve(m) for m in metrics]
             its = [i for i, _ in curves[0]]
             means = [statistics.fmean(c[k][1] for c in curves) for k in range(len(its))]
-            ax.plot(its, [m * 100 for m in means], marker="o", label=f"{cell.method.name} ({len(runs)} seeds)")
+            own_g = activation_model(metrics[0]) != DEFAULT_G
+            ax.plot(its, [m * 100 for m in means], marker="o", linestyle="--" if own_g else "-",
+                    label=f"{cell.method.name} ({len(runs)} seeds)" + (", maps of its own G" if own_g else ""))
         ax.set_title(dataset)
         ax.set_xlabel("iteration (last point: the final images)")
         ax.set_ylabel("discriminative area (% of pixels)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Share of synthetic pixels at or above their Grad-CAM map's mean (G: buffer expert 0)", fontsize=10)
+    fig.suptitle("Pixels at or above their Grad-CAM map's mean (G: buffer expert 0, last block)", fontsize=9)
     fig.tight_layout()
     _save(fig, folder / "area.png")
 

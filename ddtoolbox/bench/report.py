@@ -105,7 +105,8 @@ def plot(spec: Spec, results: dict, path: Path) -> Path | None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:      # a column with nothing finished yet has no lines
+            ax.legend(fontsize=8)
     fig.suptitle(spec.title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
