@@ -476,13 +476,18 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
                      for s in (0, 1)]
         start = statistics.fmean(next(h["dae_area"] for h in hist if "dae_area" in h) for hist in histories)
         end = statistics.fmean(hist[-1]["dae_area_final"] for hist in histories)
-        assert cells[0] == f"{start:.1%}" and cells[1] == f"{end:.1%}" and cells[2] == "0.0%"
-        assert (cells[3] == "-") == (name == "plain")
+        assert cells[1] == f"{start:.1%}" and cells[2] == f"{end:.1%}" and cells[3] == "0.0%"
+        assert (cells[4] == "-") == (name == "plain")
         if name == "+CPD":                  # CPD keeps the larger per-parameter losses: kept / full > 1
-            assert float(cells[3]) > 1
+            assert float(cells[4]) > 1
         # drift: both rows moved their images; only the second row has a distance from the first
         assert float(cells[-2]) > 0 and (cells[-1] == "-") == (name == "plain")
     assert float(rows["+CPD"][-1]) > 0
+    # accuracy against the first row, network by network (both rows train the same fresh networks)
+    first, second = (read_json_file(c.folder(tmp_path) / "result.json")["runs"] for c in cells_of(spec))
+    diff = [(a - b) * 100 for a, b in zip(second, first)]
+    assert rows["plain"][0] == "-"
+    assert rows["+CPD"][0] == f"{statistics.fmean(diff):+.2f} ± {statistics.stdev(diff):.2f} (4)"
     # the initial images were remade once per seed, shared by the rows, and are where the runs began
     init = sorted(p.name for p in (tmp_path / "init" / toy_dataset).iterdir())
     assert init == ["seed0.pt", "seed1.pt"]

@@ -9,9 +9,10 @@ Writes, beside the spec:
   paper's Figure 5b, for every row: the rows without DAE measure it without using it);
 * ``overlays.png``: the final synthetic images of seed 0 of every row with G's maps in red (each
   run's ``dae/maps_final.png``), one block per dataset;
-* ``diagnostics.md``: what each row did besides its accuracy: the area at the start and end, the
-  share of skipped updates, how much CPD raised the loss it kept over the full loss, the learned
-  step size, seconds per iteration.
+* ``diagnostics.md``: each row's accuracy against the first row's on the same seeds and evaluation
+  networks (paired, so the spread between networks cancels), and what each row did besides its
+  accuracy: the area at the start and end, the share of skipped updates, how much CPD raised the
+  loss it kept over the full loss, the learned step size, seconds per iteration.
 
 ``--drift`` adds how far each row moved its images: the relative L2 distance of the final images
 from the initial ones, and from the first row's final images of the same seed (so "DATM+DAE 0.20"
@@ -134,6 +135,66 @@ def drift(folder: Path, cells) -> dict:
     return out
 
 
+def paired_accuracy(folder: Path, cells) -> dict:
+    """Each row's accuracy minus the first row's on the same seed and evaluation network, in points,
+    as ``"mean ± sd (n)"``. Every row trains the same fresh networks (seeded by seed and network), so
+    these differences are free of the spread between networks and seeds that the table's std carries."""
+    results = {(c.dataset, c.method.name): cell_result(folder, c) for c, _ in cells}
+    first, out = {}, {}
+    for cell, _ in cells:
+        first.setdefault(cell.dataset, cell.method.name)
+        if first[cell.dataset] == cell.method.name:
+            continue
+        mine, ref = results[(cell.dataset, cell.method.name)], results[(cell.dataset, first[cell.dataset])]
+        if mine.get("seeds") != ref.get("seeds") or len(mine["runs"]) != len(ref["runs"]):
+            continue
+        diff = [(a - b) * 100 for a, b in zip(mine["runs"], ref["runs"])]
+        sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
+        out[(cell.dataset, cell.method.name)] = f"{statistics.fmean(diff):+.2f} ± {sd:.2f} ({len(diff)})"
+    return out
+
+
+def area_under_own_g(folder: Path, cells) -> list[str]:
+    """For each row whose DAE used a saved network as G: the first row's final images measured with
+    that G, so its area curve has a baseline (the first row logged its area with the default G)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ddtoolbox import gradcam as G
+    from ddtoolbox.teacher import load_teacher
+
+    first, lines = {}, []
+    for cell, runs in cells:
+        first.setdefault(cell.dataset, (cell, runs))
+        metrics = json.loads((runs[0][1] / "metrics.json").read_text())
+        dae = metrics.get("options", {}).get("dae", {})
+        model = dae.get("dae_model", "expert")
+        if model == "expert" or first[cell.dataset][0] is cell:
+            continue
+        areas = []
+        for seed, run in first[cell.dataset][1]:
+            if not (run / "synthetic.pt").is_file():
+                continue
+            record = torch.load(run / "synthetic.pt", weights_only=True)
+            meta = record["meta"]
+            info = SimpleNamespace(name=meta["dataset"], channels=meta["channels"], image_size=meta["image_size"],
+                                   num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"])
+            net, _ = load_teacher(model, info, "cpu", role="DAE activation model", option="dae_model")
+            net = G.prepare_model(net)
+            _, layers = G.resolve_layers(net, dae.get("dae_layer") or None)
+            maps = G.gradcam_maps(net, record["images"], record["labels"], layers)
+            high = (maps >= maps.flatten(1).mean(1).view(-1, 1, 1, 1)) & ~G.is_constant(maps).view(-1, 1, 1, 1)
+            areas.append(high.flatten(1).float().mean().item())
+        if areas:
+            own = _mean(area_curve(json.loads((run / "metrics.json").read_text()))[-1][1] for _, run in runs)
+            lines.append(f"- {cell.dataset}, {cell.method.name}: with this row's G ({model}, "
+                         f"{'+'.join(dae.get('dae_layer') or ['default layer'])}), the final images of "
+                         f"{first[cell.dataset][0].method.name} have a discriminative area of {statistics.fmean(areas):.1%} "
+                         f"against this row's {own:.1%}.")
+    return lines
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
@@ -150,24 +211,27 @@ def main(folder: Path, with_drift: bool = False) -> None:
         sys.exit(f"no finished cells under {folder}; run 'ddtool bench {folder / 'spec.toml'}' first")
     datasets = [d for d in spec.datasets if any(c.dataset == d for c, _ in cells)]
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for cell, runs in cells:
-            if cell.dataset != dataset:
-                continue
-            metrics = [json.loads((run / "metrics.json").read_text()) for _, run in runs]
-            curves = [area_curve(m) for m in metrics]
-            its = [i for i, _ in curves[0]]
-            means = [statistics.fmean(c[k][1] for c in curves) for k in range(len(its))]
-            own_g = activation_model(metrics[0]) != DEFAULT_G
-            ax.plot(its, [m * 100 for m in means], marker="o", linestyle="--" if own_g else "-",
-                    label=f"{cell.method.name} ({len(runs)} seeds)" + (", maps of its own G" if own_g else ""))
-        ax.set_title(dataset)
+    # a row whose maps come from another G is on another scale: it gets a panel of its own
+    curves = {}
+    for cell, runs in cells:
+        metrics = [json.loads((run / "metrics.json").read_text()) for _, run in runs]
+        g = activation_model(metrics[0])
+        panel = cell.dataset if g == DEFAULT_G else f"{cell.dataset}\nG: {Path(str(g[0])).stem} {'+'.join(g[2])}"
+        points = [area_curve(m) for m in metrics]
+        its = [i for i, _ in points[0]]
+        means = [statistics.fmean(c[k][1] for c in points) * 100 for k in range(len(its))]
+        curves.setdefault(panel, []).append((f"{cell.method.name} ({len(runs)} seeds)", its, means))
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    for ax, (panel, lines_) in zip(axes[0], curves.items()):
+        for label, its, means in lines_:
+            ax.plot(its, means, marker="o", label=label)
+        ax.set_title(panel, fontsize=9)
         ax.set_xlabel("iteration (last point: the final images)")
         ax.set_ylabel("discriminative area (% of pixels)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Pixels at or above their Grad-CAM map's mean (G: buffer expert 0, last block)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Share of pixels at or above their Grad-CAM map's mean (G: buffer expert 0, default layer, "
+                 "unless the panel names another)", fontsize=9)
     fig.tight_layout()
     _save(fig, folder / "area.png")
 
@@ -189,15 +253,17 @@ def main(folder: Path, with_drift: bool = False) -> None:
     _save(fig, folder / "overlays.png")
 
     moved = drift(folder, cells) if with_drift else {}
-    head = ["dataset", "row", "area start", "area end", "skipped updates", "CPD kept / full loss", "loss (last 10)",
-            "final step size", "s / iteration"]
+    paired = paired_accuracy(folder, cells)
+    head = ["dataset", "row", "accuracy - first row's, paired", "area start", "area end", "skipped updates",
+            "CPD kept / full loss", "loss (last 10)", "final step size", "s / iteration"]
     if moved:
         head += ["image drift from start", "distance from first row"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell, runs in cells:
         d = [diagnostics(json.loads((run / "metrics.json").read_text())) for _, run in runs]
         pick = {k: _mean(x[k] for x in d) for k in d[0]}
-        row = [cell.dataset, cell.method.name, _fmt(pick["area_start"], "{:.1%}"), _fmt(pick["area_end"], "{:.1%}"),
+        row = [cell.dataset, cell.method.name, paired.get((cell.dataset, cell.method.name), "-"),
+               _fmt(pick["area_start"], "{:.1%}"), _fmt(pick["area_end"], "{:.1%}"),
                _fmt(pick["skipped"], "{:.1%}"), _fmt(pick["cpd_loss_ratio"], "{:.3f}"),
                _fmt(pick["final_loss"], "{:.3f}"), _fmt(pick["final_lr"], "{:.4f}"),
                _fmt(pick["seconds_per_iteration"], "{:.1f}")]
@@ -208,6 +274,10 @@ def main(folder: Path, with_drift: bool = False) -> None:
     text = ("# edf-complex: what each row did besides its accuracy\n\n"
             "Means over the seeds of each finished cell, from every run's `metrics.json` "
             "(written by `figures.py`).\n\n" + "\n".join(lines) + "\n")
+    if with_drift:
+        baseline = area_under_own_g(folder, cells)
+        if baseline:
+            text += "\nRows with their own G, against the first row's images under that G:\n\n" + "\n".join(baseline) + "\n"
     atomic_write(folder / "diagnostics.md", lambda fh: fh.write(text.encode()))
     print(text)
     print(f"wrote {folder / 'area.png'}, {folder / 'overlays.png'} and {folder / 'diagnostics.md'}")
@@ -223,5 +293,10 @@ def _save(fig, path: Path) -> None:
 
 
 if __name__ == "__main__":
+    from ddtoolbox.errors import UsageError
+
     args = [a for a in sys.argv[1:] if a != "--drift"]
-    main(Path(args[0]) if args else Path(__file__).parent, with_drift="--drift" in sys.argv[1:])
+    try:
+        main(Path(args[0]) if args else Path(__file__).parent, with_drift="--drift" in sys.argv[1:])
+    except UsageError as exc:
+        sys.exit(f"figures.py: {exc}")
