@@ -250,7 +250,7 @@ def main(folder: Path, with_drift: bool = False) -> None:
                 ax.set_title(f"{dataset}\n{method} (seed {seed})", fontsize=9)
     fig.suptitle("Final synthetic images with G's Grad-CAM maps in red", fontsize=10)
     fig.tight_layout()
-    _save(fig, folder / "overlays.png")
+    _save(fig, folder / "overlays.png", dpi=80)
 
     moved = drift(folder, cells) if with_drift else {}
     paired = paired_accuracy(folder, cells)
@@ -283,11 +283,11 @@ def main(folder: Path, with_drift: bool = False) -> None:
     print(f"wrote {folder / 'area.png'}, {folder / 'overlays.png'} and {folder / 'diagnostics.md'}")
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, dpi: int = 110) -> None:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
