@@ -450,6 +450,46 @@ def test_devices_run_cells_at_once_each_on_its_own_device(toy_spec):
         assert len(used) == 1
 
 
+def test_the_edf_complex_figures_measure_the_first_rows_images_with_another_rows_g(tmp_path, toy_dataset):
+    """A row whose DAE used a saved network as G gets a baseline: the first row's final images under
+    that G, computed here again through the DAE plugin's own functions."""
+    import runpy
+    import statistics
+
+    import torch
+
+    from ddtoolbox.data import load_dataset
+    from ddtoolbox.teacher import load_teacher
+
+    M = pytest.importorskip("ddtoolbox_edf.maps")
+
+    g = tmp_path / "g.pt"
+    r = run_cli("train-full", "--dataset", toy_dataset, "--model", "ResNet18", "--width", "4", "--epochs", "1",
+                "--device", "cpu", "--quiet", "--save-model", str(g), "--full-results", str(tmp_path / "full.json"))
+    assert r.code == 0, r.err
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).split("[methods.random]")[0]
+                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+                    + '[methods.plain]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = { dae_measure_only = true }\n'
+                    + f'[methods.own]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = {{ dae_model = "{g}", dae_layer = ["layer2"] }}\n')
+    spec = read_spec(path)
+    runner(spec, Recorder()).run(log=lambda *_: None)
+    runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "figures.py"),
+                   run_name="figures")["main"](tmp_path, with_drift=True)
+    text = (tmp_path / "diagnostics.md").read_text()
+    line = [ln for ln in text.splitlines() if ln.startswith(f"- {toy_dataset}, own:")]
+    assert len(line) == 1 and "final images of plain" in line[0]
+    net, _ = load_teacher(g, load_dataset(toy_dataset, "test").info, "cpu")
+    net = M.prepare_model(net)
+    _, layers = M.resolve_layers(net, ["layer2"])
+    plain = [c for c in cells_of(spec) if c.method.name == "plain"][0].folder(tmp_path)
+    areas = []
+    for s in (0, 1):
+        record = torch.load(plain / f"seed{s}" / "run" / "synthetic.pt", weights_only=True)
+        areas.append(M.discriminative_area(M.gradcam_maps(net, record["images"], record["labels"], layers)).mean().item())
+    assert f"have a discriminative area of {statistics.fmean(areas):.1%}" in line[0]
+
+
 def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dataset):
     """benchmarks/edf-complex/figures.py on a finished toy grid: the area curve of every row, the
     overlays, and diagnostics whose numbers are the runs' own."""
