@@ -29,6 +29,22 @@ EDF = ("--matcher", "datm", "--plugin", "cpd", "--plugin", "dae", "--cpd-alpha",
 EVAL = ("eval", "--runs", "3", "--epochs", "3", "--device", "cpu", "--quiet", "--threads", "1")
 
 
+def interrupted_before(iteration: int, *argv):
+    """Run ``ddtool argv`` in this process as if Ctrl-C came just before ``iteration``."""
+    step = Loop.step
+
+    def stop(self, it):
+        if it == iteration:
+            raise KeyboardInterrupt
+        step(self, it)
+
+    Loop.step = stop
+    try:
+        return run_cli(*argv)
+    finally:
+        Loop.step = step
+
+
 @pytest.fixture(scope="module")
 def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
     """Run the jobs on two ranks once; return the folder and torchrun's output."""
@@ -37,18 +53,7 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
     r = run_cli("buffer", "--dataset", TOY_NAME, "--out", str(half), *TOY_BUFFER, "--num-experts", "1")
     assert r.code == 0, r.err
     resumed = tmp / "resumed-run"       # a run checkpointed by one process after 2 of 3 iterations
-    step = Loop.step
-
-    def stop_at_the_third(self, it):
-        if it == 2:
-            raise KeyboardInterrupt
-        step(self, it)
-
-    Loop.step = stop_at_the_third
-    try:
-        r = run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(resumed), "--checkpoint-every", "1")
-    finally:
-        Loop.step = step
+    r = interrupted_before(2, *DISTILL, "--buffer", toy_buffer, "--out", str(resumed), "--checkpoint-every", "1")
     assert r.code != 0 and (resumed / "checkpoint.pt").exists(), r.err
     jobs = [
         ["grad", str(tmp / "grads.pt")],
@@ -252,18 +257,7 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path):
 def test_a_checkpoint_from_before_parallel_resumes(toy_dataset, toy_buffer, tmp_path):
     """Checkpoints written before --parallel existed lack it: they ran as one process and resume."""
     out = tmp_path / "old"
-    step = Loop.step
-
-    def stop_at_the_second(self, it):
-        if it == 1:
-            raise KeyboardInterrupt
-        step(self, it)
-
-    Loop.step = stop_at_the_second
-    try:
-        run_cli(*DISTILL, "--buffer", toy_buffer, "--out", str(out), "--checkpoint-every", "1")
-    finally:
-        Loop.step = step
+    interrupted_before(1, *DISTILL, "--buffer", toy_buffer, "--out", str(out), "--checkpoint-every", "1")
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     for key in ("parallel", "dist_backend", "dist_timeout"):
         del ckpt["config"][key]
