@@ -26,6 +26,7 @@ Only finished cells are used, so it can be run while the grid is still going.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -49,6 +50,12 @@ def seed_runs(folder: Path, cell) -> list[tuple[int, Path]]:
     base = cell.folder(folder)
     return [(s, base / f"seed{s}" / "run") for s in record.get("seeds", [])
             if (base / f"seed{s}" / "run" / "metrics.json").is_file()]
+
+
+@functools.cache
+def metrics_of(run: Path) -> dict:
+    """A run's ``metrics.json``, read once however many tables and plots use it."""
+    return json.loads((run / "metrics.json").read_text())
 
 
 def area_curve(metrics: dict) -> list[tuple[int, float]]:
@@ -93,7 +100,7 @@ def initial_images(folder: Path, dataset: str, seed: int, run: Path):
 
     cached = folder / "init" / dataset / f"seed{seed}.pt"
     if not cached.is_file():
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = metrics_of(run)
         names = {f.name for f in fields(DistillConfig)}
         config = {k: v for k, v in metrics["config"].items() if k in names}
         matcher_options = {k: v for plugin, opts in metrics["options"].items() if plugin == config["matcher"]
@@ -156,42 +163,39 @@ def paired_accuracy(folder: Path, cells) -> dict:
 
 def area_under_own_g(folder: Path, cells) -> list[str]:
     """For each row whose DAE used a saved network as G: the first row's final images measured with
-    that G, so its area curve has a baseline (the first row logged its area with the default G)."""
+    that G, so its area curve has a baseline (the first row logged its area with the default G).
+    The maps and the area come from the DAE plugin's own functions, as in the run."""
     from types import SimpleNamespace
 
     import torch
+    from ddtoolbox_edf import maps as M
 
-    from ddtoolbox import gradcam as G
     from ddtoolbox.teacher import load_teacher
 
     first, lines = {}, []
     for cell, runs in cells:
         first.setdefault(cell.dataset, (cell, runs))
-        metrics = json.loads((runs[0][1] / "metrics.json").read_text())
-        dae = metrics.get("options", {}).get("dae", {})
+        dae = metrics_of(runs[0][1]).get("options", {}).get("dae", {})
         model = dae.get("dae_model", "expert")
         if model == "expert" or first[cell.dataset][0] is cell:
             continue
-        areas = []
-        for seed, run in first[cell.dataset][1]:
-            if not (run / "synthetic.pt").is_file():
-                continue
-            record = torch.load(run / "synthetic.pt", weights_only=True)
-            meta = record["meta"]
-            info = SimpleNamespace(name=meta["dataset"], channels=meta["channels"], image_size=meta["image_size"],
-                                   num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"])
-            net, _ = load_teacher(model, info, "cpu", role="DAE activation model", option="dae_model")
-            net = G.prepare_model(net)
-            _, layers = G.resolve_layers(net, dae.get("dae_layer") or None)
-            maps = G.gradcam_maps(net, record["images"], record["labels"], layers)
-            high = (maps >= maps.flatten(1).mean(1).view(-1, 1, 1, 1)) & ~G.is_constant(maps).view(-1, 1, 1, 1)
-            areas.append(high.flatten(1).float().mean().item())
-        if areas:
-            own = _mean(area_curve(json.loads((run / "metrics.json").read_text()))[-1][1] for _, run in runs)
-            lines.append(f"- {cell.dataset}, {cell.method.name}: with this row's G ({model}, "
-                         f"{'+'.join(dae.get('dae_layer') or ['default layer'])}), the final images of "
-                         f"{first[cell.dataset][0].method.name} have a discriminative area of {statistics.fmean(areas):.1%} "
-                         f"against this row's {own:.1%}.")
+        records = [torch.load(run / "synthetic.pt", weights_only=True)
+                   for _, run in first[cell.dataset][1] if (run / "synthetic.pt").is_file()]
+        if not records:
+            continue
+        meta = records[0]["meta"]
+        info = SimpleNamespace(name=meta["dataset"], channels=meta["channels"], image_size=meta["image_size"],
+                               num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"])
+        net, _ = load_teacher(model, info, "cpu", role="DAE activation model", option="dae_model")
+        net = M.prepare_model(net)
+        _, layers = M.resolve_layers(net, dae.get("dae_layer") or None)
+        areas = [M.discriminative_area(M.gradcam_maps(net, r["images"], r["labels"], layers)).mean().item()
+                 for r in records]
+        own = _mean(area_curve(metrics_of(run))[-1][1] for _, run in runs)
+        lines.append(f"- {cell.dataset}, {cell.method.name}: with this row's G ({model}, "
+                     f"{'+'.join(dae.get('dae_layer') or ['default layer'])}), the final images of "
+                     f"{first[cell.dataset][0].method.name} have a discriminative area of {statistics.fmean(areas):.1%} "
+                     f"against this row's {own:.1%}.")
     return lines
 
 
@@ -214,7 +218,7 @@ def main(folder: Path, with_drift: bool = False) -> None:
     # a row whose maps come from another G is on another scale: it gets a panel of its own
     curves = {}
     for cell, runs in cells:
-        metrics = [json.loads((run / "metrics.json").read_text()) for _, run in runs]
+        metrics = [metrics_of(run) for _, run in runs]
         g = activation_model(metrics[0])
         panel = cell.dataset if g == DEFAULT_G else f"{cell.dataset}\nG: {Path(str(g[0])).stem} {'+'.join(g[2])}"
         points = [area_curve(m) for m in metrics]
@@ -260,7 +264,7 @@ def main(folder: Path, with_drift: bool = False) -> None:
         head += ["image drift from start", "distance from first row"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell, runs in cells:
-        d = [diagnostics(json.loads((run / "metrics.json").read_text())) for _, run in runs]
+        d = [diagnostics(metrics_of(run)) for _, run in runs]
         pick = {k: _mean(x[k] for x in d) for k in d[0]}
         row = [cell.dataset, cell.method.name, paired.get((cell.dataset, cell.method.name), "-"),
                _fmt(pick["area_start"], "{:.1%}"), _fmt(pick["area_end"], "{:.1%}"),
@@ -284,12 +288,8 @@ def main(folder: Path, with_drift: bool = False) -> None:
 
 
 def _save(fig, path: Path, dpi: int = 110) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     plt.close(fig)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 if __name__ == "__main__":

@@ -114,8 +114,6 @@ SHOWN = [("expert-w32-features.10", "buffer expert w32, default layer"), ("exper
 
 def side_by_side(folder: Path, path: Path) -> None:
     """The same test images under four of the G (two per class, maps in red), for the eye."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,10 +127,8 @@ def side_by_side(folder: Path, path: Path) -> None:
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
     plt.close(fig)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 if __name__ == "__main__":
