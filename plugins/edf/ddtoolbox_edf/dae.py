@@ -136,7 +136,8 @@ def build_model(run, a: DAEOptions) -> tuple[torch.nn.Module, int]:
                 raise UsageError("--dae-weights only applies to a torchvision --dae-model; drop it or name the architecture")
             if run.buffer is None:
                 raise UsageError(f"--dae-model expert uses a buffer expert, and --matcher {run.config.matcher} runs "
-                                 f"without a buffer; give --dae-model ARCH --dae-weights FILE (a network trained on "
+                                 f"without a buffer; give --dae-model FILE (a network 'ddtool train-full --save-model' "
+                                 f"wrote) or --dae-model ARCH --dae-weights FILE (a torchvision network trained on "
                                  f"the real data)")
             n = run.buffer.num_experts
             if not 0 <= a.dae_expert < n:
