@@ -31,7 +31,7 @@ from .models.registry import NETWORK_FIELDS
 from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
 from . import parallel
-from .runtime import configure_backends, environment, honours_threads, seed_everything
+from .runtime import configure_backends, environment, honours_threads, random_state_kept, seed_everything
 from .viz import save_image_grid
 
 
@@ -268,10 +268,15 @@ def progress_evaluator(run: Run, progress: bool):
     model, model_opts = run.matcher.network()
 
     def evaluate(run: Run) -> dict:
+        # Seeded like `ddtool eval --seed <the run's seed>` and outside the run's random streams: the
+        # run's images are the same with or without --eval-every, and the last evaluation is the one
+        # `ddtool eval` gives on synthetic.pt.
         recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch,
                              augment=DSA(crop_ratio=config.dsa_crop_ratio))
-        return evaluate_set(recipe, run.images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
-                            config.eval_runs, run.device, soft=run.matcher.learn_targets, progress=progress)
+        with random_state_kept(run.device):
+            return evaluate_set(recipe, run.images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
+                                config.eval_runs, run.device, soft=run.matcher.learn_targets, progress=progress,
+                                seed=config.seed)
 
     return evaluate
 

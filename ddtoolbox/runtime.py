@@ -28,6 +28,22 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@contextlib.contextmanager
+def random_state_kept(device: torch.device):
+    """Draw freely inside; afterwards Python's, NumPy's and torch's streams (CPU and ``device``)
+    continue as if nothing had run. Side work in a run (intermediate evaluation, loggers) must not
+    change the images a seed produces."""
+    state = random.getstate()
+    np_state = np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(state)
+        np.random.set_state(np_state)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when it is available; asking for CUDA without it is a usage error."""
     if name == "auto":

@@ -7,6 +7,7 @@ import torch
 
 from ddtoolbox.testing import TOY_BUFFER, TOY_DISTILL
 from ddtoolbox.buffer import Buffer
+from ddtoolbox.evaluate import load_synthetic
 
 
 def test_buffer_format_loads_without_unpickling(toy_buffer):
@@ -84,18 +85,26 @@ def test_learned_lr_stays_positive(ddtool, toy_dataset, toy_buffer, tmp_path, mo
 
 
 def test_eval_reports_mean_and_std_and_eval_every(ddtool, toy_dataset, toy_buffer, tmp_path):
-    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path,
-               "--iterations", "2", "--eval-every", "1", "--eval-runs", "2", "--eval-epochs", "5", *TOY_DISTILL)
+    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path / "d",
+               "--iterations", "3", "--eval-every", "1", "--eval-runs", "2", "--eval-epochs", "5", *TOY_DISTILL)
     assert r.code == 0, r.err
-    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert [("eval_mean" in h) for h in history] == [True, True]
-    r = ddtool("eval", "--synthetic", tmp_path / "synthetic.pt", "--runs", "2", "--epochs", "10",
+    history = json.loads((tmp_path / "d" / "metrics.json").read_text())["history"]
+    assert [("eval_mean" in h) for h in history] == [True, True, True]
+    r = ddtool("eval", "--synthetic", tmp_path / "d" / "synthetic.pt", "--runs", "2", "--epochs", "5",
                "--device", "cpu", "--json", tmp_path / "e.json", "--quiet")
     assert r.code == 0, r.err
     result = json.loads((tmp_path / "e.json").read_text())
     assert len(result["runs"]) == 2 and 0 <= result["mean"] <= 1
     assert abs(result["mean"] - sum(result["runs"]) / 2) < 1e-12
     assert "±" in r.out
+    # The last evaluation during the run is the one `ddtool eval` gives on the result (same seed,
+    # same networks), and evaluating along the way leaves the run's images untouched.
+    assert history[-1]["eval_runs"] == result["runs"]
+    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path / "plain",
+               "--iterations", "3", *TOY_DISTILL)
+    assert r.code == 0, r.err
+    with_evals, without = (load_synthetic(tmp_path / d / "synthetic.pt") for d in ("d", "plain"))
+    assert torch.equal(with_evals["images"], without["images"]) and torch.equal(with_evals["lr"], without["lr"])
 
 
 def test_random_baseline_beats_chance_on_toy(ddtool, toy_dataset, tmp_path):

@@ -147,11 +147,17 @@ def test_distill_ftd_end_to_end_and_eval_ema(ddtool, toy_dataset, toy_buffer, tm
 
 def test_eval_every_reports_ema_on_fresh_networks(ddtool, toy_dataset, toy_buffer, tmp_path):
     r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path, *TOY_DISTILL,
-               "--iterations", "2", "--matcher", "ftd", "--eval-every", "2", "--eval-runs", "1",
+               "--iterations", "3", "--matcher", "ftd", "--eval-every", "1", "--eval-runs", "1",
                "--eval-epochs", "2")
     assert r.code == 0, r.err
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert "eval_ema_mean" in history[-1] and "eval_mean" in history[-1]
+    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path / "plain", *TOY_DISTILL,
+               "--iterations", "3", "--matcher", "ftd")
+    assert r.code == 0, r.err
+    with_evals, without = (load_synthetic(d / "synthetic.pt") for d in (tmp_path, tmp_path / "plain"))
+    assert torch.equal(with_evals["images"], without["images"])   # evaluating draws from no stream of the run
+    assert torch.equal(with_evals["ema_images"], without["ema_images"])
 
 
 def test_plugin_ftd_with_another_matcher_is_refused(ddtool, toy_dataset, toy_buffer, tmp_path):

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
-import random
-
-import numpy as np
-import torch
 
 from ddtoolbox.errors import UsageError
+from ddtoolbox.runtime import random_state_kept
 from ddtoolbox.viz import grid_image
 
 
@@ -59,15 +55,6 @@ def settings(run) -> dict:
     return {k: (v if isinstance(v, (bool, int, float, str)) or v is None else str(v)) for k, v in values.items()}
 
 
-@contextlib.contextmanager
 def same_random_numbers(run):
     """Whatever the logging library draws, the run's random streams continue as if it had not run."""
-    state = random.getstate()
-    np_state = np.random.get_state()
-    devices = [run.device] if run.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(state)
-        np.random.set_state(np_state)
+    return random_state_kept(run.device)
