@@ -417,6 +417,23 @@ def test_the_edf_complex_spec_logs_the_area_on_every_row():
     assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20
 
 
+def test_the_edf_complex_long_spec_is_its_parent_run_longer():
+    """Its accuracy at iteration 80 is read as the parent table's seed-0 cell: that holds only while
+    nothing but the length and the evaluations along the way differ."""
+    folder = Path(__file__).parents[1] / "benchmarks" / "edf-complex"
+    parent, long = read_spec(folder / "spec.toml"), read_spec(folder / "long" / "spec.toml")
+    assert long.buffer == parent.buffer and long.eval == parent.eval
+    extra = {"iterations": 400, "eval_every": 80, "eval_runs": long.eval["eval_runs"],
+             "eval_epochs": long.eval["eval_epochs"]}
+    assert long.distill == {**parent.distill, **extra}
+    assert parent.distill["iterations"] % long.distill["eval_every"] == 0
+    rows = {m.name: m for m in parent.methods}
+    for m in long.methods:
+        base = rows[m.name.replace("CPD+DAE (G", "DAE (G")]
+        cpd = {"cpd_alpha": rows["DATM+CPD"].options["cpd_alpha"]} if "CPD" in m.name else {}
+        assert (m.matcher, m.options) == (base.matcher, {**base.options, **cpd})
+
+
 def test_devices_run_cells_at_once_each_on_its_own_device(toy_spec):
     """bench --devices: the buffer first, then one cell per device at a time, each command on its device."""
     import threading
@@ -498,7 +515,8 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
 
     path = tmp_path / "spec.toml"
     path.write_text(TOY_SPEC.format(dataset=toy_dataset).split("[methods.random]")[0]
-                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]").replace("iterations = 2", "iterations = 3")
+                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+                    .replace("iterations = 2", "iterations = 3\neval_every = 2\neval_runs = 2\neval_epochs = 3")
                     + '[methods.plain]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = { dae_measure_only = true, dae_every = 1 }\n'
                     + '[methods."+CPD"]\nmatcher = "mtt"\nplugins = ["cpd", "dae"]\n'
                       'options = { cpd_alpha = 0.25, dae_measure_only = true, dae_every = 1 }\n')
@@ -506,9 +524,10 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
     runner(spec, Recorder()).run(log=lambda *_: None)
     script = Path(__file__).parents[1] / "benchmarks" / "edf-complex" / "figures.py"
     runpy.run_path(str(script), run_name="figures")["main"](tmp_path, with_drift=True)
-    assert (tmp_path / "area.png").stat().st_size > 0 and (tmp_path / "overlays.png").stat().st_size > 0
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("area.png", "overlays.png", "accuracy.png"))
+    text, along = (tmp_path / "diagnostics.md").read_text().split("\n## Test accuracy along the distillation")
     rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
-            for line in (tmp_path / "diagnostics.md").read_text().splitlines() if line.startswith(f"| {toy_dataset}")}
+            for line in text.splitlines() if line.startswith(f"| {toy_dataset}")}
     assert set(rows) == {"plain", "+CPD"}
     for name, cells in rows.items():
         cell = [c for c in cells_of(spec) if c.method.name == name][0]
@@ -528,6 +547,22 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
     diff = [(a - b) * 100 for a, b in zip(second, first)]
     assert rows["plain"][0] == "-"
     assert rows["+CPD"][0] == f"{statistics.fmean(diff):+.2f} ± {statistics.stdev(diff):.2f} (4)"
+    # along the distillation (evaluations at iterations 2 and 3): the last is the table's own
+    # evaluation, network for network; the step and the gap are paired over the same networks
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in along.splitlines() if line.startswith("| ")]
+    assert table[0][3:] == ["it 2", "it 3"]
+    by_row = {}
+    for line in table[1:]:
+        by_row.setdefault(line[1] or list(by_row)[-1], {})[line[2]] = line[3:]
+    assert set(by_row) == {"plain", "+CPD"} and "minus plain, paired" not in by_row["plain"]
+    for name, runs in (("plain", first), ("+CPD", second)):
+        assert by_row[name]["accuracy (%)"][1] == f"{statistics.fmean(runs) * 100:.2f} ± {statistics.stdev(runs) * 100:.2f}"
+        cell = [c for c in cells_of(spec) if c.method.name == name][0]
+        at = {it: [a for s in (0, 1) for h in read_json_file(cell.folder(tmp_path) / f"seed{s}" / "run" / "metrics.json")["history"]
+                   if h["iteration"] + 1 == it for a in h["eval_runs"]] for it in (2, 3)}
+        step = [(a - b) * 100 for a, b in zip(at[3], at[2])]
+        assert by_row[name]["since previous, paired"] == ["-", f"{statistics.fmean(step):+.2f} ± {statistics.stdev(step):.2f}"]
+    assert by_row["+CPD"]["minus plain, paired"][1] == f"{statistics.fmean(diff):+.2f} ± {statistics.stdev(diff):.2f}"
     # the initial images were remade once per seed, shared by the rows, and are where the runs began
     init = sorted(p.name for p in (tmp_path / "init" / toy_dataset).iterdir())
     assert init == ["seed0.pt", "seed1.pt"]

@@ -9,6 +9,9 @@ Writes, beside the spec:
   paper's Figure 5b, for every row: the rows without DAE measure it without using it);
 * ``overlays.png``: the final synthetic images of seed 0 of every row with G's maps in red (each
   run's ``dae/maps_final.png``), one block per dataset;
+* ``accuracy.png``, when the runs evaluated along the way (``eval_every`` in ``[distill]``): the test
+  accuracy over the iterations, one line per row, and in ``diagnostics.md`` the same numbers with what
+  each row gained since its previous evaluation, network by network;
 * ``diagnostics.md``: each row's accuracy against the first row's on the same seeds and evaluation
   networks (paired, so the spread between networks cancels), and what each row did besides its
   accuracy: the area at the start and end, the share of skipped updates, how much CPD raised the
@@ -199,6 +202,79 @@ def area_under_own_g(folder: Path, cells) -> list[str]:
     return lines
 
 
+def accuracy_during(runs) -> dict:
+    """``{iteration: [accuracy of network r of seed s, ...]}`` from the ``--eval-every`` evaluations of
+    a cell's runs, in (seed, network) order, at the iterations every seed evaluated. The evaluation
+    networks are seeded by (seed, network) alone, so the lists of two rows, or of two iterations of
+    one row, pair up network by network."""
+    per_seed = []
+    for _, run in runs:
+        per_seed.append({h["iteration"] + 1: h["eval_runs"] for h in metrics_of(run)["history"] if "eval_runs" in h})
+    common = set.intersection(*(set(d) for d in per_seed)) if per_seed else set()
+    return {it: [a for d in per_seed for a in d[it]] for it in sorted(common)}
+
+
+def _paired(mine: list[float], ref: list[float]) -> str:
+    diff = [(a - b) * 100 for a, b in zip(mine, ref)]
+    sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
+    return f"{statistics.fmean(diff):+.2f} ± {sd:.2f}"
+
+
+def accuracy_section(folder: Path, cells, datasets) -> str:
+    """``accuracy.png`` and the Markdown tables of the test accuracy along the distillation, for runs
+    made with ``eval_every``: each row's accuracy, what it gained since its previous evaluation (the
+    same networks: has it stopped moving?), and its difference from the first row at that iteration."""
+    curves = {(c.dataset, c.method.name): accuracy_during(runs) for c, runs in cells}
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return ""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for (d, name), points in curves.items():
+            if d != dataset:
+                continue
+            its = list(points)
+            means = [statistics.fmean(points[i]) * 100 for i in its]
+            sds = [statistics.stdev(points[i]) * 100 if len(points[i]) > 1 else 0.0 for i in its]
+            ax.errorbar(its, means, yerr=sds, marker="o", capsize=3, label=name)
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("test accuracy (%), mean ± sd over networks")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Test accuracy of the synthetic set along the distillation (the same fresh networks each time)",
+                 fontsize=9)
+    fig.tight_layout()
+    _save(fig, folder / "accuracy.png")
+
+    its = sorted({i for points in curves.values() for i in points})
+    head = ["dataset", "row", "what", *(f"it {i}" for i in its)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    first = {}
+    for (dataset, name), points in curves.items():
+        ref = curves[(dataset, first.setdefault(dataset, name))]
+        acc, step, gap = [], [], []
+        previous = None
+        for i in its:
+            if i not in points:
+                acc.append("-"), step.append("-"), gap.append("-")
+                continue
+            a = points[i]
+            sd = statistics.stdev(a) * 100 if len(a) > 1 else 0.0
+            acc.append(f"{statistics.fmean(a) * 100:.2f} ± {sd:.2f}")
+            step.append("-" if previous is None else _paired(a, previous))
+            gap.append(_paired(a, ref[i]) if first[dataset] != name and i in ref and len(ref[i]) == len(a) else "-")
+            previous = a
+        lines.append("| " + " | ".join([dataset, name, "accuracy (%)", *acc]) + " |")
+        lines.append("| " + " | ".join(["", "", "since previous, paired", *step]) + " |")
+        if first[dataset] != name:
+            lines.append("| " + " | ".join(["", "", f"minus {first[dataset]}, paired", *gap]) + " |")
+    n = len(next(iter(curves.values()))[its[0]]) if its else 0
+    return ("\n## Test accuracy along the distillation ([accuracy.png](accuracy.png))\n\n"
+            f"From the runs' `--eval-every` evaluations. Paired differences are mean ± sd over the {n} "
+            "(seed, network) pairs, in points.\n\n" + "\n".join(lines) + "\n")
+
+
 def _mean(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
@@ -278,13 +354,15 @@ def main(folder: Path, with_drift: bool = False) -> None:
     text = ("# edf-complex: what each row did besides its accuracy\n\n"
             "Means over the seeds of each finished cell, from every run's `metrics.json` "
             "(written by `figures.py`).\n\n" + "\n".join(lines) + "\n")
+    text += accuracy_section(folder, cells, datasets)
     if with_drift:
         baseline = area_under_own_g(folder, cells)
         if baseline:
             text += "\nRows with their own G, against the first row's images under that G:\n\n" + "\n".join(baseline) + "\n"
     atomic_write(folder / "diagnostics.md", lambda fh: fh.write(text.encode()))
     print(text)
-    print(f"wrote {folder / 'area.png'}, {folder / 'overlays.png'} and {folder / 'diagnostics.md'}")
+    written = ["area.png", "overlays.png", *(["accuracy.png"] if "## Test accuracy" in text else []), "diagnostics.md"]
+    print(f"wrote {', '.join(written)} in {folder}")
 
 
 def _save(fig, path: Path, dpi: int = 110) -> None:
