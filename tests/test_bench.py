@@ -387,13 +387,52 @@ def test_an_interrupted_cell_keeps_its_finished_seeds(seeded_spec):
     assert [a[a.index("--seed") + 1] for a in redo.calls if a[0] == "distill"] == ["0", "1"]
 
 
+def test_a_new_seed_runs_alone_and_the_finished_ones_are_kept(seeded_spec):
+    """Adding a seed to a finished grid runs only that seed; dropping one re-pools without compute;
+    any other change still counts as changed."""
+    import torch
+
+    out = seeded_spec.path.parent
+    one = read_spec(_rewrite(seeded_spec.path, "seeds = [0, 1]", "seeds = [0]"))
+    runner(one, Recorder()).run(only={"MTT"}, log=lambda *_: None)
+    mtt = [c for c in cells_of(one) if c.method.name == "MTT"][0]
+    seed0 = torch.load(mtt.folder(out) / "seed0" / "run" / "synthetic.pt", weights_only=True)["images"]
+
+    two = read_spec(_rewrite(seeded_spec.path, "seeds = [0]", "seeds = [0, 1]"))
+    assert run_cli("bench", str(two.path), "--dry-run", "--device", "cpu", "--method", "MTT").out.count("(seeds 0 kept)") == 1
+    grown = Recorder()
+    (record,) = runner(two, grown).run(only={"MTT"}, log=lambda *_: None)
+    assert [(a[0], a[a.index("--seed") + 1]) for a in grown.calls if a[0] != "buffer"] == [("distill", "1"), ("eval", "1")]
+    assert record["seeds"] == [0, 1] and len(record["runs"]) == 4 and not runner(two, Recorder()).todo({"MTT"})[1]
+    first = read_json_file(mtt.folder(out) / "seed0" / "eval.json")["runs"]
+    assert record["runs"][:2] == first
+    assert torch.equal(torch.load(mtt.folder(out) / "seed0" / "run" / "synthetic.pt", weights_only=True)["images"], seed0)
+
+    fewer = read_spec(_rewrite(seeded_spec.path, "seeds = [0, 1]", "seeds = [1]"))
+    shrunk = Recorder()
+    (record,) = runner(fewer, shrunk).run(only={"MTT"}, log=lambda *_: None)
+    assert [a[0] for a in shrunk.calls] == ["buffer"] and record["seeds"] == [1] and len(record["runs"]) == 2
+    assert not (mtt.folder(out) / "seed0").exists()
+
+    changed = read_spec(_rewrite(seeded_spec.path, "eval_epochs = 3", "eval_epochs = 2"))
+    todo, changed_cells = runner(changed, Recorder()).todo({"MTT"})
+    assert todo == [] and [c.method.name for c in changed_cells] == ["MTT"]
+
+
+def _rewrite(path: Path, old: str, new: str) -> Path:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
 def test_dry_run_names_the_seeds(seeded_spec):
     result = run_cli("bench", str(seeded_spec.path), "--dry-run", "--device", "cpu")
     assert result.code == 0 and "IPC 1 MTT x seeds 0, 1" in result.out
 
 
-@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "benchmarks").glob("*/spec.toml")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parents[1] / "benchmarks").glob("**/spec.toml")),
+                         ids=lambda p: str(p.parent.relative_to(Path(__file__).parents[1] / "benchmarks")))
 def test_shipped_specs_check(spec):
     """Every recorded benchmark's spec names only real options (plugins' included)."""
     pm = manager()

@@ -122,6 +122,12 @@ def cell_result(out: Path, cell: Cell) -> dict | None:
     return read_json(path, "cell result", "delete the cell folder to rerun it") if path.is_file() else None
 
 
+def same_but_seeds(a: dict, b: dict) -> bool:
+    """Two cells' settings agree on everything one seed's result depends on: each seed's result
+    serves any list of seeds it belongs to."""
+    return {k: v for k, v in a.items() if k != "seeds"} == {k: v for k, v in b.items() if k != "seeds"}
+
+
 def full_folder(out: Path, dataset: str) -> Path:
     return out / "full" / dataset
 
@@ -197,9 +203,16 @@ class BenchRunner:
                 **seeds}
 
     def changed(self, cell: Cell) -> bool:
-        """Finished, but under settings the spec no longer has."""
+        """Finished, but under settings the spec no longer has (a changed list of seeds aside)."""
         result = cell_result(self.out, cell)
-        return result is not None and result.get("settings") != self.settings(cell)
+        return result is not None and not same_but_seeds(result.get("settings", {}), self.settings(cell))
+
+    def reseeded(self, cell: Cell) -> bool:
+        """Finished under the spec's settings but for another list of seeds: the seeds it has are
+        kept, the new ones are run, and the cell is pooled again over the spec's seeds."""
+        result = cell_result(self.out, cell)
+        return result is not None and same_but_seeds(result.get("settings", {}), self.settings(cell)) \
+            and result.get("seeds") != self.spec.seeds
 
     def common_flags(self, device: str | None = None) -> list[str]:
         """The flags every command gets; ``device`` replaces the common ``--device``."""
@@ -264,13 +277,20 @@ class BenchRunner:
         """Every seed of ``cell`` not finished yet, each in ``folder/seed<S>/``; then the pooled record."""
         settings = self.settings(cell)
         wanted = {f"seed{s}" for s in self.spec.seeds}
+
+        def reusable(entry: Path) -> bool:
+            done = entry / "result.json"
+            return entry.name in wanted and done.is_file() and \
+                same_but_seeds(read_json(done, "seed result", f"delete {entry}").get("settings", {}), settings)
+
         if folder.exists():  # keep the seeds an interrupted attempt finished under these settings
             for entry in folder.iterdir():
-                done = entry / "result.json"
-                keep = entry.name in wanted and done.is_file() and \
-                    read_json(done, "seed result", f"delete {entry}").get("settings") == settings
-                if not keep:
+                if not reusable(entry):
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        finished = cell.folder(self.out)
+        for entry in (finished.iterdir() if finished.is_dir() else ()):   # and those of the finished cell
+            if not (folder / entry.name).exists() and reusable(entry):
+                shutil.copytree(entry, folder / entry.name)
         start, per_seed, commands = time.time(), [], []
         for seed in self.spec.seeds:
             sub = folder / f"seed{seed}"
@@ -332,7 +352,8 @@ class BenchRunner:
         """The cells to run, and the finished cells whose settings differ from the spec's."""
         cells = self.selected(only)
         changed = [c for c in cells if self.changed(c)]
-        todo = [c for c in cells if cell_result(self.out, c) is None or (rerun_changed and c in changed)]
+        todo = [c for c in cells if cell_result(self.out, c) is None or self.reseeded(c)
+                or (rerun_changed and c in changed)]
         return todo, changed
 
     def run(self, only: set[str] | None = None, rerun_changed: bool = False, log=tqdm.write) -> list[dict]:

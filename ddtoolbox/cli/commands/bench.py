@@ -28,7 +28,7 @@ def setup(p, pm) -> None:
 
 def run(args, pm) -> None:
     from ...bench.report import render
-    from ...bench.runner import BenchRunner, full_result
+    from ...bench.runner import BenchRunner, cell_result, full_result
     from ...bench.spec import check_spec, read_spec
     from ...runtime import resolve_device
     from ...runtime import environment
@@ -59,7 +59,11 @@ def run(args, pm) -> None:
             print(f"  {dataset} full-data training")
         seeds = f" x seeds {', '.join(map(str, spec.seeds))}" if spec.seeds else ""
         for cell in todo:
-            print(f"  {cell}{seeds}" + (" (settings changed)" if cell in changed else ""))
+            note = " (settings changed)" if cell in changed else ""
+            if runner.reseeded(cell) and not note:
+                kept = [s for s in cell_result(out, cell).get("seeds") or [] if s in spec.seeds]
+                note = f" (seeds {', '.join(map(str, kept))} kept)" if kept else ""
+            print(f"  {cell}{seeds}{note}")
         for cell in changed:
             if cell not in todo:
                 print(f"  kept, though its settings changed: {cell} (--rerun-changed reruns it)")
