@@ -247,7 +247,7 @@ class EvalSettings(ImageSettings, NetworkSettings, CommonSettings):
 
 
 @dataclass(kw_only=True)
-class TrainFullSettings(NetworkSettings, CommonSettings):
+class TrainFullSettings(ImageSettings, NetworkSettings, CommonSettings):
     """``ddtool train-full``: the full-data accuracy (recovery ratios) and KD teachers."""
 
     dataset: str = option("fashion-mnist", "dataset name (default fashion-mnist)")

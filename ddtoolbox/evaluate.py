@@ -335,9 +335,6 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     device = parallel.setup(settings.device, settings.dist_backend, settings.dist_timeout)
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
-    if settings.zca and settings.teacher:
-        raise UsageError("--teacher networks are trained on un-whitened images ('ddtool train-full' has no --zca); "
-                         "drop --zca or --teacher")
     if settings.synthetic:
         record = load_synthetic(settings.synthetic)
         meta = record["meta"]
@@ -394,7 +391,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
 
             result = evaluate_set(recipe, None, None, lr, test_set, settings.eval_runs, device,
                                   desc=f"eval random {model}", sampler=sample, **common)
-        full = lookup_full(full_path, info.name, model, options)
+        full = lookup_full(full_path, info.name, model, options, image_record(info))
         full_mean = full["mean"] if full else None
         ratio = recovery_ratio(result["mean"], full_mean)
         results.append({"model": model, "model_options": options, **result,
@@ -472,7 +469,7 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
     :return: the stored entry (accuracy, settings, versions).
     """
     from .augment import DSA
-    from .data import load_dataset
+    from .data import image_record, load_dataset
     from .full_results import store_full, store_path
     from .runtime import configure_backends, resolve_device, seed_everything
 
@@ -487,19 +484,21 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
         if path:
             check_file_writable(path, option=option)    # before hours of training, not after
     seed_everything(settings.seed)
-    train_set = load_dataset(settings.dataset, "train", settings.data_root)
-    test_set = load_dataset(settings.dataset, "test", settings.data_root)
+    train_set = load_dataset(settings.dataset, "train", settings.data_root, zca=settings.zca)
+    test_set = load_dataset(settings.dataset, "test", settings.data_root, zca=settings.zca)
     info = train_set.info
     create_model(model, info.channels, info.num_classes, info.image_size, **options)  # fail before training
     result = train_full(train_set=train_set, test_set=test_set, model=model, model_options=options,
                         epochs=settings.train_epochs, lr=settings.lr, batch_size=settings.batch_size,
-                        augment=None if settings.no_dsa else DSA(), runs=settings.runs, device=device,
+                        augment=None if settings.no_dsa else DSA(crop_ratio=settings.dsa_crop_ratio),
+                        runs=settings.runs, device=device,
                         save_model=settings.save_model, progress=not settings.quiet)
     recorded = {"epochs": settings.train_epochs, "lr": settings.lr, "batch_size": settings.batch_size,
                 "augmentation": "none" if settings.no_dsa else "dsa", "seed": settings.seed,
+                "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
                 "train_images": len(train_set)}
     path = store_path(settings.full_results)
-    entry = store_full(path, info.name, model, options, result, recorded)
+    entry = store_full(path, info.name, model, options, result, recorded, image_record(info))
     if report is not None:
         report(f"full data ({info.name}, {len(train_set)} images): {format_result(result)} over "
                f"{len(result['runs'])} {model} networks; stored in {path}"

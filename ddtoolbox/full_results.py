@@ -58,9 +58,18 @@ def canonical(model: str, options: dict) -> tuple[str, dict]:
     return name, {**defaults, **opts}
 
 
-def result_key(dataset: str, model: str, options: dict) -> str:
+def result_key(dataset: str, model: str, options: dict, images: dict | None = None) -> str:
+    """The store's key. ``images`` (:func:`ddtoolbox.data.image_record`) keeps apart accuracies on
+    images made differently: ZCA-whitened or not, squashed or cropped to size. Plain images add
+    nothing, so keys written before these were recorded still match."""
     name, opts = canonical(model, options)
-    return f"{dataset}/{name}/" + ",".join(f"{k}={opts[k]}" for k in sorted(opts))
+    key = f"{dataset}/{name}/" + ",".join(f"{k}={opts[k]}" for k in sorted(opts))
+    images = images or {}
+    if images.get("resize"):
+        key += f"|resize={images['resize']}"
+    if images.get("zca"):
+        key += "|zca"
+    return key
 
 
 def read_store(path) -> dict:
@@ -73,19 +82,21 @@ def read_store(path) -> dict:
     return store
 
 
-def lookup_full(path, dataset: str, model: str, options: dict) -> dict | None:
-    """The stored full-data result for this dataset, model and options, or None."""
-    return read_store(path)["results"].get(result_key(dataset, model, options))
+def lookup_full(path, dataset: str, model: str, options: dict, images: dict | None = None) -> dict | None:
+    """The stored full-data result for this dataset, model and options on images made as ``images``
+    says, or None."""
+    return read_store(path)["results"].get(result_key(dataset, model, options, images))
 
 
-def store_full(path, dataset: str, model: str, options: dict, result: dict, settings: dict) -> dict:
+def store_full(path, dataset: str, model: str, options: dict, result: dict, settings: dict,
+               images: dict | None = None) -> dict:
     """Add (or replace) one entry and rewrite the store atomically; return the entry."""
     store = read_store(path)
     name, opts = canonical(model, options)
     entry = {"dataset": dataset, "model": name, "model_options": opts,
-             "mean": result["mean"], "std": result["std"], "runs": result["runs"], **settings,
+             "mean": result["mean"], "std": result["std"], "runs": result["runs"], **settings, **(images or {}),
              "ddtoolbox_version": __version__,
              "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    store["results"][result_key(dataset, model, options)] = entry
+    store["results"][result_key(dataset, model, options, images)] = entry
     write_json(path, store)
     return entry

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import __version__
+from .data import check_same_images, image_record
 from .errors import UsageError, brief
 from .io import load_tensors, save_tensors
 from .models import create_model
@@ -28,7 +29,7 @@ def save_model(path, net: torch.nn.Module, *, model: str, model_options: dict, i
         "format": FORMAT, "format_version": FORMAT_VERSION, "ddtoolbox_version": __version__,
         "model": model, "model_options": dict(model_options), "dataset": info.name,
         "channels": info.channels, "image_size": list(info.image_size), "num_classes": info.num_classes,
-        "mean": list(info.mean), "std": list(info.std),
+        "mean": list(info.mean), "std": list(info.std), **image_record(info),
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
         **(extra or {}),
     }
@@ -56,6 +57,8 @@ def load_teacher(path, info, device, *, role: str = "teacher", option: str = "--
     if wrong:
         raise UsageError(f"{role} {path} was trained on {info.name} data of another shape or normalisation "
                          f"({', '.join(wrong)} differ); {fix}")
+    check_same_images(info, record, f"{role} {path}", f"train one on these images with 'ddtool train-full "
+                      f"--dataset {info.name}{' --zca' if info.zca else ''} --save-model FILE'")
     net = create_model(record["model"], info.channels, info.num_classes, info.image_size, **record["model_options"])
     try:
         net.load_state_dict(record["state_dict"])

@@ -40,6 +40,12 @@ def test_store_keys_fill_in_defaults_and_spellings(tmp_path):
     store_full(path, "fashion-mnist", "VGG11", {}, {"mean": 0.8, "std": 0, "runs": [0.8]}, {})
     assert len(read_store(path)["results"]) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["full.json"]   # atomic: no temporary files left
+    # images made another way are another entry; plain images keep the keys stored before they were recorded
+    assert lookup_full(path, "fashion-mnist", "ConvNet", {}, {"resize": None, "zca": False})["mean"] == 0.9
+    for images in ({"zca": True}, {"resize": "squash"}, {"resize": "crop", "zca": True}):
+        assert lookup_full(path, "fashion-mnist", "ConvNet", {}, images) is None
+    keys = {result_key("d", "ConvNet", {}, {"resize": r, "zca": z}) for r in (None, "squash", "crop") for z in (False, True)}
+    assert len(keys) == 6
 
 
 def test_store_location_and_bad_store(tmp_path, monkeypatch):

@@ -164,7 +164,27 @@ def test_a_plain_buffer_refuses_zca(ddtool, toy_dataset, toy_buffer, tmp_path):
     _one_line(r, "without ZCA", "drop --zca")
 
 
-def test_zca_with_a_teacher_is_refused(ddtool, tmp_path):
-    r = ddtool("eval", "--random-ipc", "1", "--dataset", "toy-quadrants", "--zca", "--protocol", "kd",
-               "--teacher", tmp_path / "t.pt")
-    _one_line(r, "--zca", "--teacher")
+def test_train_full_with_zca_keeps_its_accuracy_and_teacher_apart(ddtool, toy_dataset, tmp_path):
+    """A full-data accuracy or a teacher is only used on images made the same way: the store keeps
+    a whitened and a plain entry apart, and a teacher of the other kind is refused in one line."""
+    from ddtoolbox.full_results import lookup_full
+
+    store = tmp_path / "full.json"
+    for zca in (True, False):
+        r = ddtool("train-full", "--dataset", toy_dataset, "--width", "8", "--epochs", "2", "--lr", "0.05",
+                   "--device", "cpu", "--quiet", "--full-results", store, "--save-model", tmp_path / f"t{zca}.pt",
+                   *(["--zca"] if zca else []))
+        assert r.code == 0, r.err
+    white = lookup_full(store, toy_dataset, "ConvNet", {"width": 8}, {"zca": True})
+    plain = lookup_full(store, toy_dataset, "ConvNet", {"width": 8})
+    assert white["zca"] is True and plain["zca"] is False and white["runs"] != plain["runs"]
+    assert load_tensors(tmp_path / "tTrue.pt", "teacher", "-")["zca"] is True
+
+    kd = ("eval", "--random-ipc", "1", "--dataset", toy_dataset, "--width", "8", "--runs", "1", "--epochs", "1",
+          "--protocol", "kd", "--device", "cpu", "--quiet", "--full-results", store)
+    for zca in (True, False):
+        r = ddtool(*kd, "--teacher", tmp_path / f"t{zca}.pt", "--json", tmp_path / "e.json", *(["--zca"] if zca else []))
+        assert r.code == 0, r.err
+        assert json.loads((tmp_path / "e.json").read_text())["full_accuracy"] == (white if zca else plain)["mean"]
+    _one_line(ddtool(*kd, "--teacher", tmp_path / "tTrue.pt"), "tTrue.pt", "ZCA-whitened", "add --zca")
+    _one_line(ddtool(*kd, "--teacher", tmp_path / "tFalse.pt", "--zca"), "tFalse.pt", "without ZCA", "--zca")

@@ -266,7 +266,8 @@ def _full_accuracy(metrics: dict) -> float | None:
     try:
         from ..full_results import lookup_full, store_path
 
-        entry = lookup_full(store_path(), meta["dataset"], meta["model"], meta.get("model_options") or {})
+        entry = lookup_full(store_path(), meta["dataset"], meta["model"], meta.get("model_options") or {},
+                            {"resize": meta.get("resize"), "zca": meta.get("zca", False)})
     except (UsageError, ValueError, TypeError):
         return None
     mean = entry.get("mean") if entry else None
