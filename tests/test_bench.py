@@ -98,17 +98,28 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
     staging = ipc2.folder(out).with_name("mtt.new")
     assert (staging / "run" / "synthetic.pt").is_file() and not (staging / "result.json").exists()
     assert not ipc2.folder(out).exists()                                # never a half-counted cell
-    stale = staging / "stale-marker"
-    stale.write_text("left by the interrupted attempt")
+    published = (staging / "run" / "synthetic.pt").read_bytes()
 
     again = Recorder()
     redone = runner(toy_spec, again).run(log=lambda *_: None)
     assert [(r["ipc"], r["method"]) for r in redone] == [(2, "MTT")]
-    assert [c[0] for c in again.calls] == ["buffer", "distill", "eval"]   # the buffer is only checked (--resume)
+    assert [c[0] for c in again.calls] == ["buffer", "eval"]   # the published set is kept; the buffer only checked
     assert "--resume" in again.calls[0]
-    assert not stale.exists()                                           # the cell started from scratch
-
+    assert (ipc2.folder(out) / "run" / "synthetic.pt").read_bytes() == published
     assert ipc2.folder(out).is_dir() and not staging.exists()
+
+    # an attempt under settings the spec no longer has starts from scratch
+    (ipc2.folder(out) / "result.json").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        runner(toy_spec, Recorder(interrupt_on=lambda argv: argv[0] == "eval")).run(log=lambda *_: None)
+    stale = staging / "stale-marker"
+    stale.write_text("left by the interrupted attempt")
+    edited = read_spec(_rewrite(toy_spec.path, "lr_img = 10", "lr_img = 20"))
+    fresh = Recorder()
+    runner(edited, fresh).run(only={"MTT"}, log=lambda *_: None)
+    assert [c[0] for c in fresh.calls] == ["buffer", "distill", "eval"] and "--resume" not in fresh.calls[1]
+    assert not stale.exists()
+    _rewrite(toy_spec.path, "lr_img = 20", "lr_img = 10")
 
     written = render(toy_spec, out)
     table = written["markdown"].read_text()
@@ -377,7 +388,8 @@ def test_an_interrupted_cell_keeps_its_finished_seeds(seeded_spec):
     assert not (staging / "result.json").exists() and not mtt.folder(out).exists()
     again = Recorder()
     (record,) = runner(seeded_spec, again).run(only={"MTT"}, log=lambda *_: None)
-    assert [(a[0], a[a.index("--seed") + 1]) for a in again.calls if a[0] != "buffer"] == [("distill", "1"), ("eval", "1")]
+    # seed 1's distillation was published before its evaluation died: only the evaluation runs again
+    assert [(a[0], a[a.index("--seed") + 1]) for a in again.calls if a[0] != "buffer"] == [("eval", "1")]
     assert len(record["runs"]) == 4
     # a changed spec invalidates the kept seeds too
     seeded_spec.path.write_text(seeded_spec.path.read_text().replace("eval_epochs = 3", "eval_epochs = 2"))
@@ -424,6 +436,60 @@ def _rewrite(path: Path, old: str, new: str) -> Path:
     assert old in text
     path.write_text(text.replace(old, new))
     return path
+
+
+STOP_ONCE_PLUGIN = """
+from ddtoolbox import hookimpl
+armed = [True]
+
+@hookimpl
+def on_iteration(run, record):
+    if armed[0] and run.iteration == 1:   # after iteration 0's checkpoint, before iteration 1's
+        armed[0] = False
+        raise KeyboardInterrupt
+"""
+
+
+def test_a_distillation_stopped_mid_run_is_resumed_from_its_checkpoint(seeded_spec, tmp_path, monkeypatch):
+    """A long cell stopped mid-distillation (a crash, the end of a session) continues from its last
+    checkpoint with --resume, and ends exactly where an uninterrupted run ends."""
+    import importlib
+
+    import torch
+
+    (tmp_path / "stop_once_plugin.py").write_text(STOP_ONCE_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stopper = importlib.import_module("stop_once_plugin")
+
+    class WithStopper(Recorder):
+        def __call__(self, argv, log):
+            if argv[0] == "distill":
+                argv = [*argv, "--plugin", "stop_once_plugin", "--checkpoint-every", "1"]
+            return super().__call__(argv, log)
+
+    text = seeded_spec.path.read_text().replace("iterations = 2", "iterations = 3")
+    spec = read_spec(_rewrite(seeded_spec.path, seeded_spec.path.read_text(), text))
+    mtt = [c for c in cells_of(spec) if c.method.name == "MTT"][0]
+    with pytest.raises(UsageError, match="interrupted"):     # the CLI turns it into exit status 130
+        runner(spec, WithStopper()).run(only={"MTT"}, log=lambda *_: None)
+    staging = mtt.folder(spec.path.parent).with_name("mtt.new")
+    assert (staging / "seed0" / "run" / "checkpoint.pt").is_file()
+    again = WithStopper()
+    (record,) = runner(spec, again).run(only={"MTT"}, log=lambda *_: None)
+    distills = [a for a in again.calls if a[0] == "distill"]
+    assert ["--resume" in a for a in distills] == [True, False] and len(record["runs"]) == 4
+    assert any("--resume" in c for c in record["commands"])
+
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    (reference_dir / "spec.toml").write_text(text)
+    reference = read_spec(reference_dir / "spec.toml")
+    stopper.armed[0] = False
+    runner(reference, WithStopper()).run(only={"MTT"}, log=lambda *_: None)
+    for s in (0, 1):
+        resumed, straight = (torch.load(c.folder(d) / f"seed{s}" / "run" / "synthetic.pt", weights_only=True)
+                             for c, d in ((mtt, spec.path.parent), (mtt, reference_dir)))
+        assert torch.equal(resumed["images"], straight["images"]) and torch.equal(resumed["lr"], straight["lr"])
 
 
 def test_dry_run_names_the_seeds(seeded_spec):

@@ -188,7 +188,8 @@ def area_under_own_g(folder: Path, cells) -> list[str]:
             continue
         meta = records[0]["meta"]
         info = SimpleNamespace(name=meta["dataset"], channels=meta["channels"], image_size=meta["image_size"],
-                               num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"])
+                               num_classes=meta["num_classes"], mean=meta["mean"], std=meta["std"],
+                               resize=meta.get("resize"), zca=meta.get("zca", False))
         net, _ = load_teacher(model, info, "cpu", role="DAE activation model", option="dae_model")
         net = M.prepare_model(net)
         _, layers = M.resolve_layers(net, dae.get("dae_layer") or None)

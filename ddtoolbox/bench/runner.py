@@ -33,6 +33,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from ..checkpoint import checkpoint_path
 from ..errors import UsageError
 from ..io import read_json, write_json
 from ..presets import as_flags
@@ -115,6 +116,10 @@ class Cell:
 def cells_of(spec: Spec) -> list[Cell]:
     return [Cell(d, ipc, m) for d in spec.datasets for ipc in spec.ipcs for m in spec.methods
             if m.datasets is None or d in m.datasets]
+
+
+#: written in a cell's (or seed's) folder when an attempt starts: the settings it runs under
+ATTEMPT = "attempt.json"
 
 
 def cell_result(out: Path, cell: Cell) -> dict | None:
@@ -256,9 +261,11 @@ class BenchRunner:
         if self.spec.seeds is not None:
             record = self._run_seeds(cell, staging, device)
         else:
-            shutil.rmtree(staging, ignore_errors=True)    # an interrupted earlier attempt starts from scratch
+            settings = self.settings(cell)
+            if not self._continues(staging, settings):
+                shutil.rmtree(staging, ignore_errors=True)    # an attempt under other settings starts from scratch
             start = time.time()
-            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [], device)
+            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [], device, settings)
             record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                       "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
                       "settings": self.settings(cell), "commands": commands,
@@ -283,9 +290,9 @@ class BenchRunner:
             return entry.name in wanted and done.is_file() and \
                 same_but_seeds(read_json(done, "seed result", f"delete {entry}").get("settings", {}), settings)
 
-        if folder.exists():  # keep the seeds an interrupted attempt finished under these settings
+        if folder.exists():  # keep what an interrupted attempt did under these settings
             for entry in folder.iterdir():
-                if not reusable(entry):
+                if not (reusable(entry) or (entry.name in wanted and self._continues(entry, settings))):
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         finished = cell.folder(self.out)
         for entry in (finished.iterdir() if finished.is_dir() else ()):   # and those of the finished cell
@@ -297,7 +304,7 @@ class BenchRunner:
             done = sub / "result.json"
             if not done.is_file():
                 t = time.time()
-                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)], device)
+                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)], device, settings)
                 write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
                                   "runs": evaluation["runs"], "settings": settings, "commands": argvs,
                                   "seconds": round(time.time() - t, 1), **self.environment})
@@ -311,10 +318,33 @@ class BenchRunner:
                 "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
                 "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
 
+    @staticmethod
+    def _continues(folder: Path, settings: dict) -> bool:
+        """``folder`` holds an unfinished attempt at these very settings (``attempt.json``), which the
+        next attempt continues: a published distillation is kept, a checkpointed one resumed."""
+        attempt = folder / ATTEMPT
+        return attempt.is_file() and not (folder / "result.json").exists() and \
+            same_but_seeds(read_json(attempt, "attempt record", f"delete {folder}").get("settings", {}), settings)
+
     def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str],
-                  device: str | None = None) -> tuple[dict, list[str]]:
-        """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run."""
+                  device: str | None = None, settings: dict | None = None) -> tuple[dict, list[str]]:
+        """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run.
+
+        An interrupted attempt (same settings, see :meth:`_continues`) is continued: a distillation
+        that published its set is not run again, and one that left a checkpoint gets ``--resume``,
+        so a long cell stopped by a signal, a crash or the end of a session loses at most the work
+        since its last checkpoint."""
         commands = self.commands_of(cell, folder, seed_flags, device)
+        if settings is not None and not cell.method.random:
+            run_dir = folder / "run"
+            if (run_dir / "manifest.json").is_file() and (run_dir / "synthetic.pt").is_file():
+                commands = commands[1:]
+            elif checkpoint_path(run_dir).is_file():
+                commands[0] = [*commands[0], "--resume"]
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)   # stopped before its first checkpoint
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(folder / ATTEMPT, {"settings": settings})
         for argv in commands:
             self.execute(argv, log)
         return read_json(folder / "eval.json", "evaluation result", f"see {log}"), \
