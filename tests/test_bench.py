@@ -522,16 +522,16 @@ def test_the_edf_complex_spec_logs_the_area_on_every_row():
     assert spec.buffer["width"] == 32 and spec.buffer["train_subset"] == 1000 and spec.distill["syn_steps"] == 20
 
 
-def test_the_edf_complex_long_spec_is_its_parent_run_longer():
-    """Its accuracy at iteration 80 is read as the parent table's seed-0 cell: that holds only while
-    nothing but the length and the evaluations along the way differ."""
+@pytest.mark.parametrize("name, iterations, every", [("long", 400, 80), ("converge", 1200, 120)])
+def test_the_edf_complex_longer_specs_are_their_parent_run_longer(name, iterations, every):
+    """Their curves continue the parent table's cells: that holds only while nothing but the length
+    and the evaluations along the way differ."""
     folder = Path(__file__).parents[1] / "benchmarks" / "edf-complex"
-    parent, long = read_spec(folder / "spec.toml"), read_spec(folder / "long" / "spec.toml")
-    assert long.buffer == parent.buffer and long.eval == parent.eval
-    extra = {"iterations": 400, "eval_every": 80, "eval_runs": long.eval["eval_runs"],
+    parent, long = read_spec(folder / "spec.toml"), read_spec(folder / name / "spec.toml")
+    assert long.buffer == parent.buffer and long.eval == parent.eval and long.seeds == [0]
+    extra = {"iterations": iterations, "eval_every": every, "eval_runs": long.eval["eval_runs"],
              "eval_epochs": long.eval["eval_epochs"]}
     assert long.distill == {**parent.distill, **extra}
-    assert parent.distill["iterations"] % long.distill["eval_every"] == 0
     rows = {m.name: m for m in parent.methods}
     for m in long.methods:
         base = rows[m.name.replace("CPD+DAE (G", "DAE (G")]
