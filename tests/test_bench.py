@@ -661,7 +661,7 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
         by_row.setdefault(line[1] or list(by_row)[-1], {})[line[2]] = line[3:]
     assert set(by_row) == {"plain", "+CPD"} and "minus plain, paired" not in by_row["plain"]
     for name, runs in (("plain", first), ("+CPD", second)):
-        assert by_row[name]["accuracy (%)"][1] == f"{statistics.fmean(runs) * 100:.2f} ± {statistics.stdev(runs) * 100:.2f}"
+        assert by_row[name]["accuracy (%)"][1] == f"{statistics.fmean(runs) * 100:.2f} ± {statistics.pstdev(runs) * 100:.2f}"
         cell = [c for c in cells_of(spec) if c.method.name == name][0]
         at = {it: [a for s in (0, 1) for h in read_json_file(cell.folder(tmp_path) / f"seed{s}" / "run" / "metrics.json")["history"]
                    if h["iteration"] + 1 == it for a in h["eval_runs"]] for it in (2, 3)}

@@ -236,15 +236,14 @@ def accuracy_section(folder: Path, cells, datasets) -> str:
                 continue
             its = list(points)
             means = [statistics.fmean(points[i]) * 100 for i in its]
-            sds = [statistics.stdev(points[i]) * 100 if len(points[i]) > 1 else 0.0 for i in its]
+            sds = [statistics.pstdev(points[i]) * 100 for i in its]     # as the bench table's
             ax.errorbar(its, means, yerr=sds, marker="o", capsize=3, label=name)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("test accuracy (%), mean ± sd over networks")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Test accuracy of the synthetic set along the distillation (the same fresh networks each time)",
-                 fontsize=9)
+    fig.suptitle("Test accuracy along the distillation\n(the same fresh networks at every point)", fontsize=9)
     fig.tight_layout()
     _save(fig, folder / "accuracy.png")
 
@@ -261,8 +260,7 @@ def accuracy_section(folder: Path, cells, datasets) -> str:
                 acc.append("-"), step.append("-"), gap.append("-")
                 continue
             a = points[i]
-            sd = statistics.stdev(a) * 100 if len(a) > 1 else 0.0
-            acc.append(f"{statistics.fmean(a) * 100:.2f} ± {sd:.2f}")
+            acc.append(f"{statistics.fmean(a) * 100:.2f} ± {statistics.pstdev(a) * 100:.2f}")
             step.append("-" if previous is None else _paired(a, previous))
             gap.append(_paired(a, ref[i]) if first[dataset] != name and i in ref and len(ref[i]) == len(a) else "-")
             previous = a
@@ -272,8 +270,8 @@ def accuracy_section(folder: Path, cells, datasets) -> str:
             lines.append("| " + " | ".join(["", "", f"minus {first[dataset]}, paired", *gap]) + " |")
     n = len(next(iter(curves.values()))[its[0]]) if its else 0
     return ("\n## Test accuracy along the distillation ([accuracy.png](accuracy.png))\n\n"
-            f"From the runs' `--eval-every` evaluations. Paired differences are mean ± sd over the {n} "
-            "(seed, network) pairs, in points.\n\n" + "\n".join(lines) + "\n")
+            f"From the runs' `--eval-every` evaluations: accuracy mean ± std over the {n} (seed, network) "
+            "pairs as in the bench table; differences are paired, mean ± sd, in points.\n\n" + "\n".join(lines) + "\n")
 
 
 def _mean(values):
@@ -301,7 +299,8 @@ def main(folder: Path, with_drift: bool = False) -> None:
         points = [area_curve(m) for m in metrics]
         its = [i for i, _ in points[0]]
         means = [statistics.fmean(c[k][1] for c in points) * 100 for k in range(len(its))]
-        curves.setdefault(panel, []).append((f"{cell.method.name} ({len(runs)} seeds)", its, means))
+        curves.setdefault(panel, []).append((f"{cell.method.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})",
+                                             its, means))
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
     for ax, (panel, lines_) in zip(axes[0], curves.items()):
         for label, its, means in lines_:
