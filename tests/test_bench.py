@@ -475,9 +475,14 @@ def test_a_distillation_stopped_mid_run_is_resumed_from_its_checkpoint(seeded_sp
     staging = mtt.folder(spec.path.parent).with_name("mtt.new")
     assert (staging / "seed0" / "run" / "checkpoint.pt").is_file()
     again = WithStopper()
-    (record,) = runner(spec, again).run(only={"MTT"}, log=lambda *_: None)
+    # continued under another --device: the run resumes where it began (distill refuses a move),
+    # the rest runs where it is told
+    elsewhere = BenchRunner(spec, spec.path.parent, ["--device", "cpu:0", "--quiet"], {"device": "cpu"},
+                            build_parser(manager()).commands, again, progress=False)
+    (record,) = elsewhere.run(only={"MTT"}, log=lambda *_: None)
     distills = [a for a in again.calls if a[0] == "distill"]
     assert ["--resume" in a for a in distills] == [True, False] and len(record["runs"]) == 4
+    assert [a[a.index("--device") + 1] for a in distills] == ["cpu", "cpu:0"]
     assert any("--resume" in c for c in record["commands"])
 
     reference_dir = tmp_path / "reference"

@@ -337,14 +337,21 @@ class BenchRunner:
         commands = self.commands_of(cell, folder, seed_flags, device)
         if settings is not None and not cell.method.random:
             run_dir = folder / "run"
+            flags = self.common_flags(device)
+            now_on = flags[flags.index("--device") + 1] if "--device" in flags else None
+            began_on = read_json(folder / ATTEMPT, "attempt record", f"delete {folder}").get("device", now_on) \
+                if self._continues(folder, settings) else now_on
             if (run_dir / "manifest.json").is_file() and (run_dir / "synthetic.pt").is_file():
                 commands = commands[1:]
             elif checkpoint_path(run_dir).is_file():
-                commands[0] = [*commands[0], "--resume"]
+                # a run resumes on the device it began on (distill refuses another); with --devices
+                # that device may be busy with another cell for a while
+                commands[0] = [*self.commands_of(cell, folder, seed_flags, began_on)[0], "--resume"]
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)   # stopped before its first checkpoint
+                began_on = now_on
             folder.mkdir(parents=True, exist_ok=True)
-            write_json(folder / ATTEMPT, {"settings": settings})
+            write_json(folder / ATTEMPT, {"settings": settings, "device": began_on})
         for argv in commands:
             self.execute(argv, log)
         return read_json(folder / "eval.json", "evaluation result", f"see {log}"), \
