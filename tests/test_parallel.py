@@ -27,6 +27,7 @@ import parallel_worker  # noqa: E402
 DISTILL = ("distill", "--dataset", TOY_NAME, *TOY_DISTILL, "--iterations", "3", "--batch-syn", "4", "--threads", "1")
 EDF = ("--matcher", "datm", "--plugin", "cpd", "--plugin", "dae", "--cpd-alpha", "0.25", "--dae-every", "1")
 EVAL = ("eval", "--runs", "3", "--epochs", "3", "--device", "cpu", "--quiet", "--threads", "1")
+EVALS_ALONG = ("--eval-every", "1", "--eval-runs", "3", "--eval-epochs", "3")
 
 
 def interrupted_before(iteration: int, *argv):
@@ -64,6 +65,7 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "segments"), "--parallel", "segments"]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "edf"), *EDF]],
         ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "checkpointed"), "--unroll", "checkpointed"]],
+        ["cli", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "evals"), *EVALS_ALONG]],
         ["cli", [*EVAL, "--synthetic", str(tmp / "batch" / "synthetic.pt"), "--json", str(tmp / "eval.json")]],
         ["cli", ["distill", "--resume", "--out", str(resumed), "--quiet", "--threads", "1"]],
         ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "tiny"), "--batch-syn", "1"]],
@@ -182,6 +184,18 @@ def test_eval_on_two_ranks_matches_one_process(two_ranks, tmp_path):
     two = json.loads((tmp / "eval.json").read_text())
     one = json.loads((tmp_path / "one.json").read_text())
     assert len(two["runs"]) == 3 and two["runs"] == one["runs"]
+
+
+def test_eval_every_on_two_ranks_spreads_the_networks_and_leaves_the_images_alone(two_ranks, one_process, tmp_path):
+    """The ranks share the evaluation networks along the way; the set is one process's without
+    evaluations, and the last evaluation is what `ddtool eval` gives on it."""
+    tmp, _ = two_ranks
+    same_set(one_process, tmp / "evals")
+    history = json.loads((tmp / "evals" / "metrics.json").read_text())["history"]
+    assert all(len(h["eval_runs"]) == 3 for h in history)
+    r = run_cli(*EVAL, "--synthetic", str(tmp / "evals" / "synthetic.pt"), "--json", str(tmp_path / "one.json"))
+    assert r.code == 0, r.err
+    assert history[-1]["eval_runs"] == json.loads((tmp_path / "one.json").read_text())["runs"]
 
 
 def test_more_ranks_than_batch_images_is_refused(two_ranks):
