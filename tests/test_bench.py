@@ -474,6 +474,8 @@ def test_a_distillation_stopped_mid_run_is_resumed_from_its_checkpoint(seeded_sp
         runner(spec, WithStopper()).run(only={"MTT"}, log=lambda *_: None)
     staging = mtt.folder(spec.path.parent).with_name("mtt.new")
     assert (staging / "seed0" / "run" / "checkpoint.pt").is_file()
+    dry = run_cli("bench", str(spec.path), "--dry-run", "--device", "cpu", "--method", "MTT")
+    assert "IPC 1 MTT x seeds 0, 1 (seed 0 resumes from its checkpoint)" in dry.out, dry.out
     again = WithStopper()
     # continued under another --device: the run resumes where it began (distill refuses a move),
     # the rest runs where it is told

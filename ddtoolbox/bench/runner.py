@@ -318,6 +318,21 @@ class BenchRunner:
                 "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
                 "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
 
+    def continued(self, cell: Cell) -> list[str]:
+        """What an interrupted attempt at ``cell`` left that the next run continues, in words (for
+        ``--dry-run``): the seeds finished, the distillations that will resume from a checkpoint."""
+        staging = cell.folder(self.out).with_name(cell.folder(self.out).name + ".new")
+        settings = self.settings(cell)
+        parts = [staging] if self.spec.seeds is None else [staging / f"seed{s}" for s in self.spec.seeds]
+        words = []
+        for part in parts:
+            name = "" if part == staging else f"seed {part.name[4:]} "
+            if (part / "result.json").is_file() and part != staging:
+                words.append(f"{name}done")
+            elif self._continues(part, settings) and checkpoint_path(part / "run").is_file():
+                words.append(f"{name}resumes from its checkpoint")
+        return words
+
     @staticmethod
     def _continues(folder: Path, settings: dict) -> bool:
         """``folder`` holds an unfinished attempt at these very settings (``attempt.json``), which the

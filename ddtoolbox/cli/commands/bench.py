@@ -63,6 +63,8 @@ def run(args, pm) -> None:
             if runner.reseeded(cell) and not note:
                 kept = [s for s in cell_result(out, cell).get("seeds") or [] if s in spec.seeds]
                 note = f" (seeds {', '.join(map(str, kept))} kept)" if kept else ""
+            elif not note and (left := runner.continued(cell)):
+                note = f" ({', '.join(left)})"
             print(f"  {cell}{seeds}{note}")
         for cell in changed:
             if cell not in todo:
