@@ -158,9 +158,7 @@ def paired_accuracy(folder: Path, cells) -> dict:
         mine, ref = results[(cell.dataset, cell.method.name)], results[(cell.dataset, first[cell.dataset])]
         if mine.get("seeds") != ref.get("seeds") or len(mine["runs"]) != len(ref["runs"]):
             continue
-        diff = [(a - b) * 100 for a, b in zip(mine["runs"], ref["runs"])]
-        sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
-        out[(cell.dataset, cell.method.name)] = f"{statistics.fmean(diff):+.2f} ± {sd:.2f} ({len(diff)})"
+        out[(cell.dataset, cell.method.name)] = f"{_paired(mine['runs'], ref['runs'])} ({len(mine['runs'])})"
     return out
 
 
@@ -257,7 +255,8 @@ def accuracy_section(folder: Path, cells, datasets) -> str:
         previous = None
         for i in its:
             if i not in points:
-                acc.append("-"), step.append("-"), gap.append("-")
+                for column in (acc, step, gap):
+                    column.append("-")
                 continue
             a = points[i]
             acc.append(f"{statistics.fmean(a) * 100:.2f} ± {statistics.pstdev(a) * 100:.2f}")
