@@ -259,24 +259,32 @@ def _end(run: Run, hooks, failure: BaseException | None) -> None:
         warn(f"{exc} (while the run was already failing)")
 
 
-def progress_evaluator(run: Run, progress: bool):
-    """The standard-protocol evaluation of a run's current images (for ``--eval-every``)."""
+def evaluate_images(run: Run, images, *, progress: bool, desc: str = "eval") -> dict:
+    """The standard-protocol evaluation of ``images`` (the run's, or a plugin's variant such as
+    FTD's EMA) with the run's targets and step size, as ``--eval-every`` does it.
+
+    Seeded like ``ddtool eval --seed <the run's seed>`` and outside the run's random streams: the
+    run's images are the same with or without evaluations along the way, and the last evaluation of
+    the run's images is the one ``ddtool eval`` gives on ``synthetic.pt``.
+    """
     from .evaluate import TrainRecipe, evaluate_set
 
-    config = run.config
-    test_set = load_dataset(config.dataset, "test", config.data_root, zca=config.zca)
+    c = run.config
+    test_set = load_dataset(c.dataset, "test", c.data_root, zca=c.zca)   # cached after the first call
     model, model_opts = run.matcher.network()
+    recipe = TrainRecipe(model, model_opts, c.eval_epochs, c.eval_batch, augment=DSA(crop_ratio=c.dsa_crop_ratio))
+    with random_state_kept(run.device):
+        return evaluate_set(recipe, images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
+                            c.eval_runs, run.device, soft=bool(run.matcher.learn_targets), progress=progress,
+                            desc=desc, seed=c.seed)
+
+
+def progress_evaluator(run: Run, progress: bool):
+    """``--eval-every``'s evaluation of the run's current images."""
+    load_dataset(run.config.dataset, "test", run.config.data_root, zca=run.config.zca)   # fail before iteration 0
 
     def evaluate(run: Run) -> dict:
-        # Seeded like `ddtool eval --seed <the run's seed>` and outside the run's random streams: the
-        # run's images are the same with or without --eval-every, and the last evaluation is the one
-        # `ddtool eval` gives on synthetic.pt.
-        recipe = TrainRecipe(model, model_opts, config.eval_epochs, config.eval_batch,
-                             augment=DSA(crop_ratio=config.dsa_crop_ratio))
-        with random_state_kept(run.device):
-            return evaluate_set(recipe, run.images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
-                                config.eval_runs, run.device, soft=run.matcher.learn_targets, progress=progress,
-                                seed=config.seed)
+        return evaluate_images(run, run.images, progress=progress)
 
     return evaluate
 

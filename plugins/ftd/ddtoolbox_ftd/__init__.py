@@ -69,19 +69,9 @@ def on_iteration(run, record):
 
 def evaluate_ema(run) -> dict:
     """The standard protocol on the EMA images: fresh networks, never the one trained on the raw images."""
-    from ddtoolbox.augment import DSA
-    from ddtoolbox.data import load_dataset
-    from ddtoolbox.evaluate import TrainRecipe, evaluate_set
-    from ddtoolbox.runtime import random_state_kept
+    from ddtoolbox.distillation import evaluate_images
 
-    c = run.config
-    test_set = load_dataset(c.dataset, "test", c.data_root, zca=c.zca)
-    model, model_options = run.matcher.network()
-    recipe = TrainRecipe(model, model_options, c.eval_epochs, c.eval_batch, augment=DSA(crop_ratio=c.dsa_crop_ratio))
-    with random_state_kept(run.device):   # the run's images do not depend on --eval-every
-        return evaluate_set(recipe, run.matcher.ema.value.detach(), run.targets.detach(), run.syn_lr.item(),
-                            test_set, c.eval_runs, run.device, soft=bool(run.matcher.learn_targets),
-                            progress=not c.quiet, desc="eval EMA", seed=c.seed)
+    return evaluate_images(run, run.matcher.ema.value, progress=not run.config.quiet, desc="eval EMA")
 
 
 @hookimpl
