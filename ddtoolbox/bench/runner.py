@@ -127,6 +127,11 @@ def cell_result(out: Path, cell: Cell) -> dict | None:
     return read_json(path, "cell result", "delete the cell folder to rerun it") if path.is_file() else None
 
 
+def staging_folder(folder: Path) -> Path:
+    """Where a cell is computed until it is finished and moved to ``folder``."""
+    return folder.with_name(folder.name + ".new")
+
+
 def same_but_seeds(a: dict, b: dict) -> bool:
     """Two cells' settings agree on everything one seed's result depends on: each seed's result
     serves any list of seeds it belongs to."""
@@ -253,7 +258,7 @@ class BenchRunner:
         """Compute ``cell`` in a staging folder and swap it in only when it succeeded, so a finished
         cell being rerun (--rerun-changed) is kept until its replacement is complete."""
         folder = cell.folder(self.out)
-        staging = folder.with_name(folder.name + ".new")
+        staging = staging_folder(folder)
         if folder.exists() and not (folder / "result.json").exists():
             shutil.rmtree(folder)                          # the remains of an attempt from before staging
         if not cell.method.random:
@@ -262,13 +267,13 @@ class BenchRunner:
             record = self._run_seeds(cell, staging, device)
         else:
             settings = self.settings(cell)
-            if not self._continues(staging, settings):
+            if self._attempt(staging, settings) is None:
                 shutil.rmtree(staging, ignore_errors=True)    # an attempt under other settings starts from scratch
             start = time.time()
             evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [], device, settings)
             record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                       "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                      "settings": self.settings(cell), "commands": commands,
+                      "settings": settings, "commands": commands,
                       "seconds": round(time.time() - start, 1), **self.environment}
         record["commands"] = [c.replace(str(staging), str(folder)) for c in record["commands"]]
         write_json(staging / "result.json", record)
@@ -292,7 +297,7 @@ class BenchRunner:
 
         if folder.exists():  # keep what an interrupted attempt did under these settings
             for entry in folder.iterdir():
-                if not (reusable(entry) or (entry.name in wanted and self._continues(entry, settings))):
+                if not (reusable(entry) or (entry.name in wanted and self._attempt(entry, settings) is not None)):
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         finished = cell.folder(self.out)
         for entry in (finished.iterdir() if finished.is_dir() else ()):   # and those of the finished cell
@@ -321,7 +326,7 @@ class BenchRunner:
     def continued(self, cell: Cell) -> list[str]:
         """What an interrupted attempt at ``cell`` left that the next run continues, in words (for
         ``--dry-run``): the seeds finished, the distillations that will resume from a checkpoint."""
-        staging = cell.folder(self.out).with_name(cell.folder(self.out).name + ".new")
+        staging = staging_folder(cell.folder(self.out))
         settings = self.settings(cell)
         parts = [staging] if self.spec.seeds is None else [staging / f"seed{s}" for s in self.spec.seeds]
         words = []
@@ -329,23 +334,26 @@ class BenchRunner:
             name = "" if part == staging else f"seed {part.name[4:]} "
             if (part / "result.json").is_file() and part != staging:
                 words.append(f"{name}done")
-            elif self._continues(part, settings) and checkpoint_path(part / "run").is_file():
+            elif self._attempt(part, settings) is not None and checkpoint_path(part / "run").is_file():
                 words.append(f"{name}resumes from its checkpoint")
         return words
 
     @staticmethod
-    def _continues(folder: Path, settings: dict) -> bool:
-        """``folder`` holds an unfinished attempt at these very settings (``attempt.json``), which the
-        next attempt continues: a published distillation is kept, a checkpointed one resumed."""
-        attempt = folder / ATTEMPT
-        return attempt.is_file() and not (folder / "result.json").exists() and \
-            same_but_seeds(read_json(attempt, "attempt record", f"delete {folder}").get("settings", {}), settings)
+    def _attempt(folder: Path, settings: dict) -> dict | None:
+        """The record (``attempt.json``) of an unfinished attempt at these very settings in
+        ``folder``, which the next attempt continues (a published distillation is kept, a
+        checkpointed one resumed); ``None`` if there is none to continue."""
+        path = folder / ATTEMPT
+        if not path.is_file() or (folder / "result.json").exists():
+            return None
+        record = read_json(path, "attempt record", f"delete {folder}")
+        return record if same_but_seeds(record.get("settings", {}), settings) else None
 
     def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str],
                   device: str | None = None, settings: dict | None = None) -> tuple[dict, list[str]]:
         """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run.
 
-        An interrupted attempt (same settings, see :meth:`_continues`) is continued: a distillation
+        An interrupted attempt (same settings, see :meth:`_attempt`) is continued: a distillation
         that published its set is not run again, and one that left a checkpoint gets ``--resume``,
         so a long cell stopped by a signal, a crash or the end of a session loses at most the work
         since its last checkpoint."""
@@ -354,8 +362,7 @@ class BenchRunner:
             run_dir = folder / "run"
             flags = self.common_flags(device)
             now_on = flags[flags.index("--device") + 1] if "--device" in flags else None
-            began_on = read_json(folder / ATTEMPT, "attempt record", f"delete {folder}").get("device", now_on) \
-                if self._continues(folder, settings) else now_on
+            began_on = (self._attempt(folder, settings) or {}).get("device", now_on)
             if (run_dir / "manifest.json").is_file() and (run_dir / "synthetic.pt").is_file():
                 commands = commands[1:]
             elif checkpoint_path(run_dir).is_file():
