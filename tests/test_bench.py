@@ -376,6 +376,19 @@ def test_each_cell_runs_once_per_seed_and_pools_every_network(seeded_spec):
     assert f"{record['mean'] * 100:.2f} ± {record['std'] * 100:.2f}" in table
 
 
+def test_a_seeds_commands_name_its_seed_once(seeded_spec):
+    """The bench's own ``--seed`` (in every command) gives way to the cell's seed, so a logged command
+    does not read ``--seed 7 ... --seed 1``."""
+    bench = BenchRunner(seeded_spec, seeded_spec.path.parent, ["--seed", "7", "--device", "cpu", "--quiet"], {},
+                        build_parser(manager()).commands, Recorder(), progress=False)
+    mtt = [c for c in cells_of(seeded_spec) if c.method.name == "MTT"][0]
+    for argv in bench.commands_of(mtt, seeded_spec.path.parent / "x", ["--seed", "1"], device="cuda:1"):
+        assert argv.count("--seed") == 1 and argv[argv.index("--seed") + 1] == "1"
+        assert argv.count("--device") == 1 and argv[argv.index("--device") + 1] == "cuda:1"
+    unseeded = bench.commands_of(mtt, seeded_spec.path.parent / "x")
+    assert all(argv[argv.index("--seed") + 1] == "7" for argv in unseeded)
+
+
 def test_an_interrupted_cell_keeps_its_finished_seeds(seeded_spec):
     out = seeded_spec.path.parent
     mtt = [c for c in cells_of(seeded_spec) if c.method.name == "MTT"][0]

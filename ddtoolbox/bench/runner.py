@@ -157,6 +157,18 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` less every ``flag VALUE`` pair."""
+    kept, i = [], 0
+    while i < len(argv):
+        if argv[i] == flag:
+            i += 2
+            continue
+        kept.append(argv[i])
+        i += 1
+    return kept
+
+
 class BenchRunner:
     def __init__(self, spec: Spec, out, common: list[str], environment: dict, parsers: dict,
                  execute: Executor = run_in_subprocess, progress: bool = True, devices=None):
@@ -224,20 +236,21 @@ class BenchRunner:
         return result is not None and same_but_seeds(result.get("settings", {}), self.settings(cell)) \
             and result.get("seeds") != self.spec.seeds
 
-    def common_flags(self, device: str | None = None) -> list[str]:
-        """The flags every command gets; ``device`` replaces the common ``--device``."""
-        if device is None:
-            return self.common
+    def common_flags(self, device: str | None = None, seed_flags=()) -> list[str]:
+        """The flags every command gets; ``device`` replaces the common ``--device``, and a seed in
+        ``seed_flags`` the common ``--seed`` (so a logged command names the seed it ran with once)."""
         common = list(self.common)
-        if "--device" in common:
+        if device is not None and "--device" in common:
             common[common.index("--device") + 1] = device
-        else:
+        elif device is not None:
             common += ["--device", device]
+        if "--seed" in seed_flags:
+            common = _without(common, "--seed")
         return common
 
     def commands_of(self, cell: Cell, folder: Path, seed_flags=(), device: str | None = None) -> list[list[str]]:
         """The ``ddtool`` command lines that compute ``cell`` in ``folder`` (``seed_flags`` follow the common flags)."""
-        common = self.common_flags(device)
+        common = self.common_flags(device, seed_flags)
         eval_json = folder / "eval.json"
         eval_flags = self.flags("eval", self.spec.eval_options(cell.ipc))
         if cell.method.random:
