@@ -444,6 +444,22 @@ def test_a_new_seed_runs_alone_and_the_finished_ones_are_kept(seeded_spec):
     assert todo == [] and [c.method.name for c in changed_cells] == ["MTT"]
 
 
+def test_a_cells_time_counts_every_attempt_of_its_distillation(toy_spec):
+    """A distillation continued across sessions keeps its own clock (``meta.seconds`` in its metrics);
+    the cell's ``seconds`` must count it, not only the wall time of the attempt that finished it."""
+    def finished_elsewhere(argv, log):   # a distillation whose earlier attempts took 5000 s
+        if argv[0] == "distill":
+            run = Path(argv[argv.index("--out") + 1])
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "metrics.json").write_text(json.dumps({"meta": {"seconds": 5000.0}}))
+        elif argv[0] == "eval":
+            Path(argv[argv.index("--json") + 1]).write_text(json.dumps({"mean": 0.5, "std": 0.0, "runs": [0.5]}))
+
+    mtt = [c for c in cells_of(toy_spec) if c.method.name == "MTT"][0]
+    record = runner(toy_spec, finished_elsewhere).run_cell(mtt)
+    assert 5000 <= record["seconds"] < 5060
+
+
 def _rewrite(path: Path, old: str, new: str) -> Path:
     text = path.read_text()
     assert old in text

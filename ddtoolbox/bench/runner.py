@@ -19,6 +19,7 @@ tests do), so one cell's plugins, RNG or crash cannot leak into the next.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import signal
@@ -157,6 +158,14 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _distill_seconds(run: Path) -> float:
+    """The seconds a distillation spent over all its attempts (``meta.seconds`` in its metrics), 0 if none."""
+    try:
+        return float(json.loads((run / "metrics.json").read_text())["meta"]["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def _without(argv: list[str], flag: str) -> list[str]:
     """``argv`` less every ``flag VALUE`` pair."""
     kept, i = [], 0
@@ -282,12 +291,10 @@ class BenchRunner:
             settings = self.settings(cell)
             if self._attempt(staging, settings) is None:
                 shutil.rmtree(staging, ignore_errors=True)    # an attempt under other settings starts from scratch
-            start = time.time()
-            evaluation, commands = self._run_once(cell, staging, staging / "log.txt", [], device, settings)
+            evaluation, commands, seconds = self._run_once(cell, staging, staging / "log.txt", [], device, settings)
             record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                       "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                      "settings": settings, "commands": commands,
-                      "seconds": round(time.time() - start, 1), **self.environment}
+                      "settings": settings, "commands": commands, "seconds": seconds, **self.environment}
         record["commands"] = [c.replace(str(staging), str(folder)) for c in record["commands"]]
         write_json(staging / "result.json", record)
         retired = folder.with_name(folder.name + ".old")
@@ -321,11 +328,11 @@ class BenchRunner:
             sub = folder / f"seed{seed}"
             done = sub / "result.json"
             if not done.is_file():
-                t = time.time()
-                evaluation, argvs = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)], device, settings)
+                evaluation, argvs, seconds = self._run_once(cell, sub, sub / "log.txt", ["--seed", str(seed)], device,
+                                                            settings)
                 write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
                                   "runs": evaluation["runs"], "settings": settings, "commands": argvs,
-                                  "seconds": round(time.time() - t, 1), **self.environment})
+                                  "seconds": seconds, **self.environment})
             result = read_json(done, "seed result", f"delete {sub} to rerun it")
             per_seed.append({k: result[k] for k in ("seed", "mean", "std", "runs", "seconds")})
             commands += result["commands"]
@@ -363,8 +370,9 @@ class BenchRunner:
         return record if same_but_seeds(record.get("settings", {}), settings) else None
 
     def _run_once(self, cell: Cell, folder: Path, log: Path, seed_flags: list[str],
-                  device: str | None = None, settings: dict | None = None) -> tuple[dict, list[str]]:
-        """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation and the commands run.
+                  device: str | None = None, settings: dict | None = None) -> tuple[dict, list[str], float]:
+        """Distil (unless random) and evaluate ``cell`` into ``folder``; the evaluation, the commands
+        run and the seconds they took, earlier attempts' distillation included.
 
         An interrupted attempt (same settings, see :meth:`_attempt`) is continued: a distillation
         that published its set is not run again, and one that left a checkpoint gets ``--resume``,
@@ -387,10 +395,16 @@ class BenchRunner:
                 began_on = now_on
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / ATTEMPT, {"settings": settings, "device": began_on})
+        start, distilling = time.time(), 0.0
         for argv in commands:
+            began = time.time()
             self.execute(argv, log)
+            if argv[0] == "distill":
+                distilling = time.time() - began
+        # a resumed distillation's own clock counts its earlier attempts too; the wall clock here does not
+        earlier = max(0.0, _distill_seconds(folder / "run") - distilling)
         return read_json(folder / "eval.json", "evaluation result", f"see {log}"), \
-            ["ddtool " + shlex.join(a) for a in commands]
+            ["ddtool " + shlex.join(a) for a in commands], round(time.time() - start + earlier, 1)
 
     def check(self, manager, only: set[str] | None = None) -> None:
         """Every cell's commands parse and make valid settings, every matcher, plugin and dataset
