@@ -166,18 +166,6 @@ def _distill_seconds(run: Path) -> float:
         return 0.0
 
 
-def _without(argv: list[str], flag: str) -> list[str]:
-    """``argv`` less every ``flag VALUE`` pair."""
-    kept, i = [], 0
-    while i < len(argv):
-        if argv[i] == flag:
-            i += 2
-            continue
-        kept.append(argv[i])
-        i += 1
-    return kept
-
-
 class BenchRunner:
     def __init__(self, spec: Spec, out, common: list[str], environment: dict, parsers: dict,
                  execute: Executor = run_in_subprocess, progress: bool = True, devices=None):
@@ -253,8 +241,9 @@ class BenchRunner:
             common[common.index("--device") + 1] = device
         elif device is not None:
             common += ["--device", device]
-        if "--seed" in seed_flags:
-            common = _without(common, "--seed")
+        if "--seed" in seed_flags and "--seed" in common:
+            at = common.index("--seed")
+            del common[at:at + 2]
         return common
 
     def commands_of(self, cell: Cell, folder: Path, seed_flags=(), device: str | None = None) -> list[list[str]]:
@@ -348,11 +337,11 @@ class BenchRunner:
         ``--dry-run``): the seeds finished, the distillations that will resume from a checkpoint."""
         staging = staging_folder(cell.folder(self.out))
         settings = self.settings(cell)
-        parts = [staging] if self.spec.seeds is None else [staging / f"seed{s}" for s in self.spec.seeds]
+        parts = {"": staging} if self.spec.seeds is None else \
+            {f"seed {s} ": staging / f"seed{s}" for s in self.spec.seeds}
         words = []
-        for part in parts:
-            name = "" if part == staging else f"seed {part.name[4:]} "
-            if (part / "result.json").is_file() and part != staging:
+        for name, part in parts.items():
+            if name and (part / "result.json").is_file():
                 words.append(f"{name}done")
             elif self._attempt(part, settings) is not None and checkpoint_path(part / "run").is_file():
                 words.append(f"{name}resumes from its checkpoint")
