@@ -17,16 +17,34 @@ cd "$(dirname "$0")"
 VENV="${DDTOOL_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 
-setup_python() {
-    if [ ! -x "$VENV/bin/python" ]; then
-        echo "dev.sh: creating virtual environment $VENV" >&2
-        "$PY" -m venv "$VENV"
+# PyPI's Linux torch wheel always brings its CUDA libraries, so the tested set takes about 6 GB
+# (5.9 GiB measured). Short of that, pip stops half-way with "No space left on device" and leaves a
+# broken environment; checking first turns that into one line that says what to do.
+NEED_GIB=6.5
+
+check_disk() {
+    local dir verdict
+    dir="$VENV"
+    while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+    verdict=$(df -Pk "$dir" | awk -v need="$NEED_GIB" 'NR == 2 { free = $4 / 1048576; if (free < need) printf "%.1f", free }')
+    if [ -n "$verdict" ]; then
+        echo "dev.sh: installing the tested packages into $VENV needs about $NEED_GIB GiB free, but its disk has $verdict GiB; free some space, or set DDTOOL_VENV to a folder on a larger disk" >&2
+        exit 2
     fi
+}
+
+setup_python() {
     local plugins stamp want
     plugins=$(find plugins examples -mindepth 2 -maxdepth 2 -name setup.cfg -printf '%h\n' 2>/dev/null | sort)
     want=$(cat requirements/tested.txt setup.cfg pyproject.toml $(for p in $plugins; do echo "$p/setup.cfg"; done) | sha256sum | cut -d' ' -f1)
     stamp="$VENV/.ddtoolbox-installed"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        # only a first install needs the room: an update replaces a few packages in place
+        if ! compgen -G "$VENV/lib/python*/site-packages/torch" >/dev/null; then check_disk; fi
+        if [ ! -x "$VENV/bin/python" ]; then
+            echo "dev.sh: creating virtual environment $VENV" >&2
+            "$PY" -m venv "$VENV"
+        fi
         echo "dev.sh: installing packages (torch, torchvision, kornia, captum, pluggy, numpy, tqdm, matplotlib, pytest, import-linter, tensorboard, wandb, selenium)" >&2
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/tested.txt
         local editable=(-e ".[plots]")
