@@ -77,6 +77,14 @@ class Run:
             self.history.append(self.record)
         self.record.update({k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in values.items()})
 
+    def say(self, line: str) -> None:
+        """Show ``line`` to the person watching, above the progress bar. Under torchrun only the
+        process that writes speaks, so a launch of N processes shows each line once, not N times."""
+        if self.writes:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+
     def make_model(self) -> torch.nn.Module:
         """A freshly initialised network of the run's architecture, on the run's device."""
         return self.matcher.make_model()

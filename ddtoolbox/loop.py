@@ -108,7 +108,7 @@ class Loop:
                     eval_start = time.time()
                     result = self.evaluate(run)
                     run.log(**{f"eval_{k}": v for k, v in result.items()}, eval_seconds=round(time.time() - eval_start, 3))
-                    bar.write(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
+                    run.say(f"iteration {it + 1}: accuracy {result['mean'] * 100:.2f} ± {result['std'] * 100:.2f}%")
                 if snapshot_every and (it + 1) % snapshot_every == 0 and it < c.iterations - 1:
                     self.save_snapshot(it + 1)   # the last iteration's images are synthetic.png
                 self.hooks.on_iteration(run, record=run.record)

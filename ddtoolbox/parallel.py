@@ -32,6 +32,12 @@ class RankLost(Stopped):
     """A collective failed or timed out: another rank died, hung, or cannot be reached."""
 
 
+class EveryRank(UsageError):
+    """A problem that every rank finds alike: rank 0's check shared with the others, or the same
+    settings checked on each. Rank 0 alone reports it, so a launch of N processes prints it once
+    rather than N times; the other ranks exit with the same status, quietly."""
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun (or anything else that sets its variables)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -204,16 +210,16 @@ def agree(fn, what: str):
             problem = str(exc)
     problem = broadcast_object(problem)
     if problem is not None:
-        raise UsageError(problem)
+        raise EveryRank(problem)
     return result if is_main() else None
 
 
 def check_all(ok: bool, message) -> None:
-    """Raise ``UsageError(message(bad_ranks))`` on every rank when ``ok`` is false on any."""
+    """Raise ``EveryRank(message(bad_ranks))`` on every rank when ``ok`` is false on any."""
     flags = gather_objects(bool(ok))
     bad = [r for r, flag in enumerate(flags) if not flag]
     if bad:
-        raise UsageError(message(bad))
+        raise EveryRank(message(bad))
 
 
 def check_folder_visible(folder, option: str) -> None:

@@ -69,6 +69,7 @@ def two_ranks(toy_dataset, toy_buffer, tmp_path_factory):
         ["cli", [*EVAL, "--synthetic", str(tmp / "batch" / "synthetic.pt"), "--json", str(tmp / "eval.json")]],
         ["cli", ["distill", "--resume", "--out", str(resumed), "--quiet", "--threads", "1"]],
         ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "tiny"), "--batch-syn", "1"]],
+        ["cli-fails", [*DISTILL, "--buffer", toy_buffer, "--out", str(tmp / "batch")]],   # rank 0's check, shared
     ]
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -198,9 +199,22 @@ def test_eval_every_on_two_ranks_spreads_the_networks_and_leaves_the_images_alon
     assert history[-1]["eval_runs"] == json.loads((tmp_path / "one.json").read_text())["runs"]
 
 
-def test_more_ranks_than_batch_images_is_refused(two_ranks):
+def test_lines_along_the_run_are_shown_once(two_ranks):
+    """Only rank 0 speaks: each evaluation along the way is one line, not one per rank."""
     _, output = two_ranks
-    assert "2 ranks cannot split a batch of 1 synthetic images (--batch-syn)" in output
+    for it in (1, 2, 3):
+        assert output.count(f"iteration {it}: accuracy") == 1, output[-2000:]
+
+
+def test_more_ranks_than_batch_images_is_refused_in_one_line(two_ranks):
+    """Both ranks refuse (neither may wait for the other), but the launch prints the line once."""
+    _, output = two_ranks
+    assert output.count("2 ranks cannot split a batch of 1 synthetic images (--batch-syn)") == 1, output[-2000:]
+
+
+def test_a_refusal_rank_0_shares_is_printed_once(two_ranks):
+    tmp, output = two_ranks
+    assert output.count(f"{tmp / 'batch'} already holds a distilled set (synthetic.pt)") == 1, output[-2000:]
 
 
 def test_parallel_without_torchrun_is_refused(toy_dataset, toy_buffer, tmp_path):

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from .. import parallel
 from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     except UsageError as exc:
         if debugging() and exc.__cause__ is not None:
             raise
-        print(f"ddtool: error: {one_line(exc)}", file=sys.stderr)
+        if parallel.is_main() or not _every_rank(exc):
+            print(f"ddtool: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Stopped as exc:
         print(f"ddtool: {one_line(exc)}", file=sys.stderr)
@@ -95,6 +97,15 @@ def main(argv=None) -> int:
         print(f"ddtool: internal error: {one_line(repr(exc))}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _every_rank(exc: BaseException | None) -> bool:
+    """Whether every rank raised this error alike (also when a plugin's wrapper re-raised it)."""
+    while exc is not None:
+        if isinstance(exc, parallel.EveryRank):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _origin(exc: BaseException) -> str:

@@ -12,7 +12,6 @@ import functools
 import torch
 
 from .. import parallel
-from ..errors import UsageError
 from ..models import FlatModel
 from ..unroll import choose_unroll, graph_bytes_per_step, unroll, unroll_checkpointed
 from .base import Matcher
@@ -30,12 +29,12 @@ class TrajectoryMatcher(Matcher):
         self.batch_syn = cfg.batch_syn or run.images.shape[0]
         if getattr(run, "parallel", "none") == "batch":
             if self.batch_syn < parallel.world():
-                raise UsageError(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} synthetic "
+                raise parallel.EveryRank(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} synthetic "
                                  f"images (--batch-syn); start at most {self.batch_syn} processes or raise "
                                  f"--batch-syn")
             norm = str((self.buffer.meta.get("model_options") or {}).get("norm"))
             if "batch" in norm:
-                raise UsageError(f"--parallel batch splits each student batch, which changes {norm}'s batch "
+                raise parallel.EveryRank(f"--parallel batch splits each student batch, which changes {norm}'s batch "
                                  f"statistics; use --parallel segments, or experts without batch norm")
             if cfg.unroll == "checkpointed":
                 self.unroll, run.unroll_mode = functools.partial(unroll_checkpointed, split=True), \

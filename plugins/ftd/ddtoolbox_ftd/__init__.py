@@ -61,9 +61,7 @@ def on_iteration(run, record):
     if c.eval_every and ((run.iteration + 1) % c.eval_every == 0 or run.iteration == c.iterations - 1):
         result = evaluate_ema(run)
         record.update(eval_ema_mean=result["mean"], eval_ema_std=result["std"])
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"iteration {run.iteration + 1}: EMA images accuracy {result['mean'] * 100:.2f} ± "
+        run.say(f"iteration {run.iteration + 1}: EMA images accuracy {result['mean'] * 100:.2f} ± "
                    f"{result['std'] * 100:.2f}% (fresh networks)")
 
 
