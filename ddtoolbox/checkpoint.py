@@ -68,8 +68,8 @@ def checkpoint_path(out) -> Path:
 
 def save_checkpoint(path, *, iteration: int, config: dict, plugins: list, options: dict, images, labels, targets,
                     syn_lr, optimisers: dict, matcher_state: dict, plugin_state: dict, history: list,
-                    seconds: float) -> Path:
-    """Write the run's state after ``iteration`` (atomically)."""
+                    seconds: float, device: str) -> Path:
+    """Write the run's state after ``iteration`` (atomically); ``device`` is the kind it ran on (cpu, cuda)."""
     return save_tensors(path, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "ddtoolbox_version": __version__,
         "iteration": int(iteration), "config": config, "plugins": list(plugins), "options": options,
@@ -78,7 +78,7 @@ def save_checkpoint(path, *, iteration: int, config: dict, plugins: list, option
         "syn_lr": syn_lr.detach().cpu().clone(),
         "optimisers": {name: opt.state_dict() for name, opt in optimisers.items()},
         "rng": rng_state(), "matcher": matcher_state, "plugin_state": plugin_state, "history": history,
-        "seconds": float(seconds),
+        "seconds": float(seconds), "device": str(device),
     })
 
 

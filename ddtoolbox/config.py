@@ -119,8 +119,10 @@ class BufferConfig(ImageSettings, NetworkSettings, CommonSettings):
 
 DISTILL = "distillation (defaults: MTT's published settings)"
 RESUME = "checkpoints, resume and divergence"
-#: settings that may differ when a run is resumed: how it runs, not what it computes
-RUNTIME_FIELDS = ("quiet", "threads", "data_root", "dist_backend", "dist_timeout", "checkpoint_every", "checkpoint_minutes", "resume", "overwrite")
+#: settings that may differ when a run is resumed: how it runs, not what it computes (a run that began
+#: on a GPU may finish on the CPU, at float rounding from where it would have been)
+RUNTIME_FIELDS = ("quiet", "threads", "device", "data_root", "dist_backend", "dist_timeout", "checkpoint_every",
+                  "checkpoint_minutes", "resume", "overwrite")
 EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)"
 
 
@@ -181,7 +183,8 @@ class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
     checkpoint_minutes: float = option(10.0, "write a checkpoint at least this often, in minutes (default 10)",
                                        type=positive_float, metavar="MIN", group=RESUME)
     resume: bool = option(False, "continue the run in --out from its checkpoint.pt; its settings come from the "
-                                 "checkpoint (a flag that contradicts them is refused)", group=RESUME)
+                                 "checkpoint (a flag that contradicts them is refused; how it runs, such as --threads or "
+                                 "--device, may change)", group=RESUME)
     overwrite: bool = option(False, "replace a finished result in --out (default: refuse)", group=RESUME)
     on_divergence: str = option("stop", "when an update makes the loss, images, lr or labels non-finite or the "
                                         "pixels leave a sane range: stop (exit 3, the last good state kept as the "

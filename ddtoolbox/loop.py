@@ -88,7 +88,7 @@ class Loop:
                         plugins=run.plugins, options=options, images=run.images, labels=run.labels,
                         targets=run.targets, syn_lr=run.syn_lr, optimisers=self.optimisers,
                         matcher_state=run.matcher.state_dict(), plugin_state=run.state, history=run.history,
-                        seconds=seconds)
+                        seconds=seconds, device=run.device.type)
 
     # ------------------------------------------------------------------ the iterations
 

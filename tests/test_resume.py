@@ -246,3 +246,33 @@ def test_a_reader_never_takes_a_mixed_set(toy_dataset, toy_buffer, tmp_path):
     (tmp_path / "manifest.json").unlink()
     r = run_cli(*evaluate)
     assert r.code == 2 and "not part of a complete result" in r.err
+
+
+def test_a_run_begun_on_another_device_goes_on_here_with_a_warning(toy_dataset, toy_buffer, tmp_path):
+    """A checkpoint written on a GPU (as its device and --device say) finishes on the CPU when asked."""
+    out = tmp_path / "run"
+    proc = start(distill_argv(toy_buffer, out, iterations=40))
+    assert wait_until(proc, out, 1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["device"] == "cpu"
+    r = run_cli("distill", "--resume", "--out", out, "--quiet")
+    assert "began on" not in r.err                       # same device: no warning (and it finishes)
+    assert r.code == 0, r.err
+    # the same interruption, as if it had run on a GPU
+    out = tmp_path / "gpu-run"
+    proc = start(distill_argv(toy_buffer, out, iterations=40))
+    assert wait_until(proc, out, 1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["device"], ckpt["config"]["device"] = "cuda", "cuda"
+    torch.save(ckpt, out / "checkpoint.pt")
+    if not torch.cuda.is_available():
+        r = run_cli("distill", "--resume", "--out", out, "--quiet")
+        assert r.code == 2 and "use --device cpu" in r.err
+    r = run_cli("distill", "--resume", "--out", out, "--device", "cpu", "--quiet")
+    assert r.code == 0, r.err
+    assert "began on cuda and goes on on cpu" in r.err
+    assert images_of(out)["meta"]["iterations"] == 40

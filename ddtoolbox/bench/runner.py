@@ -376,8 +376,8 @@ class BenchRunner:
             if (run_dir / "manifest.json").is_file() and (run_dir / "synthetic.pt").is_file():
                 commands = commands[1:]
             elif checkpoint_path(run_dir).is_file():
-                # a run resumes on the device it began on (distill refuses another); with --devices
-                # that device may be busy with another cell for a while
+                # a run resumes on the device it began on, so its result is bit for bit the
+                # uninterrupted one's; with --devices that device may be busy with another cell for a while
                 commands[0] = [*self.commands_of(cell, folder, seed_flags, began_on)[0], "--resume"]
             else:
                 shutil.rmtree(run_dir, ignore_errors=True)   # stopped before its first checkpoint
