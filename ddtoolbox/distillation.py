@@ -127,7 +127,7 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         check_same_run(config, plugins, options or {}, checkpoint)
         began_on = checkpoint.get("device", device.type)     # older checkpoints do not say
         if began_on != device.type and main:
-            warn(f"the run in {out} began on {began_on} and goes on on {device.type}: it continues, but its "
+            warn(f"the run in {out} began on {began_on} and now runs on {device.type}: it continues, but its "
                  f"result will differ (at float rounding, growing with the iterations) from an uninterrupted run")
     active = pm.activate(plugins)      # module-path plugins may register the matcher
     matcher_entry = pm.matcher(config.matcher)

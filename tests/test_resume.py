@@ -274,5 +274,5 @@ def test_a_run_begun_on_another_device_goes_on_here_with_a_warning(toy_dataset, 
         assert r.code == 2 and "use --device cpu" in r.err
     r = run_cli("distill", "--resume", "--out", out, "--device", "cpu", "--quiet")
     assert r.code == 0, r.err
-    assert "began on cuda and goes on on cpu" in r.err
+    assert "began on cuda and now runs on cpu" in r.err
     assert images_of(out)["meta"]["iterations"] == 40

@@ -29,13 +29,13 @@ class TrajectoryMatcher(Matcher):
         self.batch_syn = cfg.batch_syn or run.images.shape[0]
         if getattr(run, "parallel", "none") == "batch":
             if self.batch_syn < parallel.world():
-                raise parallel.EveryRank(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} synthetic "
-                                 f"images (--batch-syn); start at most {self.batch_syn} processes or raise "
-                                 f"--batch-syn")
+                raise parallel.EveryRank(f"{parallel.world()} ranks cannot split a batch of {self.batch_syn} "
+                                         f"synthetic images (--batch-syn); start at most {self.batch_syn} processes "
+                                         f"or raise --batch-syn")
             norm = str((self.buffer.meta.get("model_options") or {}).get("norm"))
             if "batch" in norm:
-                raise parallel.EveryRank(f"--parallel batch splits each student batch, which changes {norm}'s batch "
-                                 f"statistics; use --parallel segments, or experts without batch norm")
+                raise parallel.EveryRank(f"--parallel batch splits each student batch, which changes {norm}'s "
+                                         f"batch statistics; use --parallel segments, or experts without batch norm")
             if cfg.unroll == "checkpointed":
                 self.unroll, run.unroll_mode = functools.partial(unroll_checkpointed, split=True), \
                     "checkpointed (split over ranks)"

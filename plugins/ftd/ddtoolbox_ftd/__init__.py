@@ -62,7 +62,7 @@ def on_iteration(run, record):
         result = evaluate_ema(run)
         record.update(eval_ema_mean=result["mean"], eval_ema_std=result["std"])
         run.say(f"iteration {run.iteration + 1}: EMA images accuracy {result['mean'] * 100:.2f} ± "
-                   f"{result['std'] * 100:.2f}% (fresh networks)")
+                f"{result['std'] * 100:.2f}% (fresh networks)")
 
 
 def evaluate_ema(run) -> dict:
