@@ -51,6 +51,14 @@ def wait_until(proc, out, iteration, timeout=120):
     return False
 
 
+def stopped_early(buffer, out, *extra):
+    """A 40-iteration run stopped by SIGTERM once it has checkpointed, so it can be resumed."""
+    proc = start(distill_argv(buffer, out, *extra, iterations=40))
+    assert wait_until(proc, out, 1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+
+
 def images_of(out):
     return torch.load(Path(out) / "synthetic.pt", weights_only=True)
 
@@ -118,10 +126,7 @@ def test_a_signal_finishes_the_iteration_checkpoints_and_says_how_to_resume(toy_
 
 def test_resume_takes_the_checkpoints_settings_and_refuses_contradictions(toy_dataset, toy_buffer, tmp_path):
     out = tmp_path / "run"
-    proc = start(distill_argv(toy_buffer, out, *EDF, iterations=40))
-    assert wait_until(proc, out, 1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait()
+    stopped_early(toy_buffer, out, *EDF)
     r = run_cli("distill", "--resume", "--out", out, "--lr-img", "99")
     assert r.code == 2 and "--lr-img 99.0 contradicts the run" in r.err
     r = run_cli("distill", "--resume", "--out", out, "--cpd-alpha", "0.5")
@@ -251,10 +256,7 @@ def test_a_reader_never_takes_a_mixed_set(toy_dataset, toy_buffer, tmp_path):
 def test_a_run_begun_on_another_device_goes_on_here_with_a_warning(toy_dataset, toy_buffer, tmp_path):
     """A checkpoint written on a GPU (as its device and --device say) finishes on the CPU when asked."""
     out = tmp_path / "run"
-    proc = start(distill_argv(toy_buffer, out, iterations=40))
-    assert wait_until(proc, out, 1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait()
+    stopped_early(toy_buffer, out)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["device"] == "cpu"
     r = run_cli("distill", "--resume", "--out", out, "--quiet")
@@ -262,10 +264,7 @@ def test_a_run_begun_on_another_device_goes_on_here_with_a_warning(toy_dataset, 
     assert r.code == 0, r.err
     # the same interruption, as if it had run on a GPU
     out = tmp_path / "gpu-run"
-    proc = start(distill_argv(toy_buffer, out, iterations=40))
-    assert wait_until(proc, out, 1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait()
+    stopped_early(toy_buffer, out)
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     ckpt["device"], ckpt["config"]["device"] = "cuda", "cuda"
     torch.save(ckpt, out / "checkpoint.pt")
