@@ -113,7 +113,7 @@ def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
         raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
     old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
     keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
-            "train_images", "zca", "resize", "dsa_crop_ratio")
+            "train_images", "zca", "resize", "source", "dsa_crop_ratio")
     changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
     if changed:
         raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the "
@@ -229,5 +229,5 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
         step=step, trainer=config.trainer, seed=config.seed, device=device, resume=config.resume,
         progress=progress,
         extra_meta={"train_subset_per_class": config.train_subset, "trainer_options": plain_options,
-                    "zca": config.zca, "resize": train_set.info.resize, "dsa_crop_ratio": config.dsa_crop_ratio},
+                    **image_record(train_set.info), "dsa_crop_ratio": config.dsa_crop_ratio},
     )

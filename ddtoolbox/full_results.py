@@ -60,7 +60,8 @@ def canonical(model: str, options: dict) -> tuple[str, dict]:
 
 def result_key(dataset: str, model: str, options: dict, images: dict | None = None) -> str:
     """The store's key. ``images`` (:func:`ddtoolbox.data.image_record`) keeps apart accuracies on
-    images made differently: ZCA-whitened or not, squashed or cropped to size. Plain images add
+    images made differently: ZCA-whitened or not, squashed or cropped to size, and other copies of
+    the data (a prepared store's content id, which also tells sizes apart). Plain images add
     nothing, so keys written before these were recorded still match."""
     name, opts = canonical(model, options)
     key = f"{dataset}/{name}/" + ",".join(f"{k}={opts[k]}" for k in sorted(opts))
@@ -69,6 +70,8 @@ def result_key(dataset: str, model: str, options: dict, images: dict | None = No
         key += f"|resize={images['resize']}"
     if images.get("zca"):
         key += "|zca"
+    if images.get("source"):
+        key += f"|source={images['source']}"
     return key
 
 

@@ -150,5 +150,5 @@ def test_prepare_music_hard_warns_and_keeps_nine_classes(tmp_path):
     ds = load_dataset("cdd-music-hard", "train", tmp_path / "m")
     assert ds.info.num_classes == 9 and len(ds) == 9
     # a cache of another subset is refused rather than loaded under the wrong class names
-    with pytest.raises(UsageError, match="holds subset 'cdd-music-hard'"):
+    with pytest.raises(UsageError, match="holds dataset 'cdd-music-hard'"):
         load_dataset("cdd-music-easy", "train", tmp_path / "m")

@@ -48,10 +48,20 @@ def _idx_loader(name: str, info: I.DatasetInfo, fix: str):
 
 
 def _cifar_loader(info: I.DatasetInfo, hundred: bool, fix: str):
+    """torchvision's batch files, or a store that 'ddtool data prepare' made from a class-folder tree."""
     def load(folder: Path, split: str):
+        if is_prepared_dir(folder) and not (is_cifar100_dir(folder) if hundred else is_cifar10_dir(folder)):
+            return load_prepared(folder, split, info.name)
         return load_cifar_split(folder, split, hundred=hundred, class_names=info.class_names, fix=fix)
 
     return load
+
+
+def _cifar_dir(is_batches_dir):
+    def is_data_dir(folder: Path) -> bool:
+        return is_batches_dir(folder) or is_prepared_dir(folder)
+
+    return is_data_dir
 
 
 def _register_all() -> None:
@@ -86,9 +96,10 @@ def _register_all() -> None:
         "cifar10", cifar10,
         _cifar_loader(cifar10, False, f"re-extract cifar-10-python.tar.gz so {CIFAR10_DIR}/ is complete"),
         location=DataLocation(
-            is_data_dir=is_cifar10_dir,
+            is_data_dir=_cifar_dir(is_cifar10_dir),
             folder_names=(CIFAR10_DIR, f"cifar10/{CIFAR10_DIR}", "cifar10", "cifar-10"),
-            files_hint=f"holds {CIFAR10_DIR}/ (extracted from cifar-10-python.tar.gz, torchvision's layout)",
+            files_hint=f"holds {CIFAR10_DIR}/ (extracted from cifar-10-python.tar.gz, torchvision's layout) or a "
+                       f"cifar10/ store from 'ddtool data prepare --dataset cifar10 --source TREE'",
         ),
         aliases=("cifar-10",),
     )
@@ -98,9 +109,10 @@ def _register_all() -> None:
         "cifar100", cifar100,
         _cifar_loader(cifar100, True, f"re-extract cifar-100-python.tar.gz so {CIFAR100_DIR}/ is complete"),
         location=DataLocation(
-            is_data_dir=is_cifar100_dir,
+            is_data_dir=_cifar_dir(is_cifar100_dir),
             folder_names=(CIFAR100_DIR, f"cifar100/{CIFAR100_DIR}", "cifar100", "cifar-100"),
-            files_hint=f"holds {CIFAR100_DIR}/ (extracted from cifar-100-python.tar.gz, torchvision's layout)",
+            files_hint=f"holds {CIFAR100_DIR}/ (extracted from cifar-100-python.tar.gz, torchvision's layout) or a "
+                       f"cifar100/ store from 'ddtool data prepare --dataset cifar100 --source TREE'",
         ),
         aliases=("cifar-100",),
     )
@@ -134,7 +146,8 @@ def _register_imagenet_subsets() -> None:
                 folder_names=(name,),
                 default_dirs=default_dirs(name),
                 files_hint=f"holds {name}/train.pt and {name}/test.pt written by 'ddtool data prepare'",
-                install_hint=f"prepare it from ImageNet: ddtool data prepare --imagenet-root IMAGENET --subset {name}",
+                install_hint=f"prepare it: ddtool data prepare --imagenet-root IMAGENET --subset {name} (or "
+                             f"--source TREE --dataset {name} for a tree of its ten classes)",
             ),
             aliases=aliases,
         )

@@ -24,6 +24,8 @@ class DatasetInfo:
       their size, ``"squash"`` (whole image resized, aspect ratio not kept) or ``"crop"`` (shorter
       side resized, then a centred square) for prepared ImageNet subsets and resized image folders.
     * ``zca``: the images are ZCA-whitened after normalisation (:mod:`ddtoolbox.data.zca`).
+    * ``source``: which copy of the data the pixels are: the content id of a prepared store
+      (:mod:`ddtoolbox.data.store`), or None for files read as they are (IDX, CIFAR batches).
     """
 
     name: str
@@ -35,6 +37,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     resize: str | None = None
     zca: bool = False
+    source: str | None = None
 
     def __post_init__(self) -> None:
         # These are programming errors in a registration, not user input, hence ValueError.
@@ -90,8 +93,14 @@ assert len(CIFAR100_CLASSES) == 100 and list(CIFAR100_CLASSES) == sorted(CIFAR10
 
 
 def image_record(info: DatasetInfo) -> dict:
-    """How the images of ``info`` were made, as buffers and synthetic sets record it."""
-    return {"resize": info.resize, "zca": bool(info.zca)}
+    """How the images of ``info`` were made, as buffers and synthetic sets record it.
+
+    ``source`` is recorded only when known, so records of unprepared data read as they always did.
+    """
+    record = {"resize": info.resize, "zca": bool(info.zca)}
+    if info.source:
+        record["source"] = info.source
+    return record
 
 
 def check_same_images(now: DatasetInfo, recorded: dict, what: str, remake: str) -> None:
@@ -99,7 +108,8 @@ def check_same_images(now: DatasetInfo, recorded: dict, what: str, remake: str) 
 
     :param now: the info of the split loaded now.
     :param recorded: what ``what`` (a buffer, a synthetic set, the train split) was made from; a
-        record without ``resize`` or ``zca`` keys counts as unresized and un-whitened.
+        record without ``resize`` or ``zca`` keys counts as unresized and un-whitened, and one
+        without ``source`` (made before copies were told apart) fits any copy.
     :param remake: the other way out, e.g. "make the buffer again with 'ddtool buffer'".
     """
     from ddtoolbox.errors import UsageError
@@ -112,6 +122,12 @@ def check_same_images(now: DatasetInfo, recorded: dict, what: str, remake: str) 
         found = f"--resize {now.resize}" if now.resize else "no recorded --resize"
         raise UsageError(f"{what} was made from {now.name} prepared with --resize {then}, but the cache found now has "
                          f"{found}; point --data-root at a cache from 'ddtool data prepare --resize {then}', or {remake}")
+    then_source = recorded.get("source")
+    if then_source and now.source != then_source:
+        found = f"copy {now.source}" if now.source else "files that are not a prepared store"
+        raise UsageError(f"{what} was made from the {now.name} copy {then_source}, but the data found now is {found}; "
+                         f"point --data-root at the copy it was made from (its meta.json has that content_id), "
+                         f"or {remake}")
     zca = bool(recorded.get("zca", False))
     if bool(now.zca) != zca:
         if zca:

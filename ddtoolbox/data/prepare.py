@@ -1,39 +1,44 @@
-"""``ddtool data prepare``: turn an ImageNet subset into a cache that loads in seconds.
+"""``ddtool data prepare``: turn a tree of image files into a prepared store (:mod:`.store`) once.
 
-Decoding ~13,000 full-size ImageNet JPEGs takes minutes, and a distillation workflow loads the same
-subset many times (buffer, distill, eval), so each subset is decoded once, transformed and stored
-as uint8 tensors: ``OUT/train.pt`` (ImageNet ``train/``), ``OUT/test.pt`` (ImageNet ``val/``, the
-50 images per class the papers test on) and ``OUT/meta.json``. The registry then loads
-``--dataset imagenette`` from there and applies the ImageNet normalisation, like every other
-dataset (normalisation is not baked into the cache, so one constant lives in one place).
+Two kinds of source:
 
-How images become 128 x 128 (``--resize``):
+* **ImageNet** (``--imagenet-root``): the full ``train/<wnid>`` and ``val/<wnid>`` tree, from which a
+  registered subset (ImageNette, ImageWoof, Comp-DD, ...) takes its ten classes; the other folders
+  are ignored.
+* **A class-folder tree for one dataset** (``--source TREE --dataset NAME``): ``train/<class>/`` and
+  ``val/<class>/`` (or ``test/<class>/``). For ``cifar10``/``cifar100`` the folders are the class
+  names; for an ImageNet subset (``imagenette``, ...) they are WordNet ids or class names; any other
+  NAME becomes a dataset of its own, with the sorted folder names as its classes and its train
+  split's statistics as its normalisation. A folder that is not one of the dataset's classes is an
+  error here, not something to skip: a tree that does not match is usually the wrong tree.
 
-* ``squash`` (default): the whole image resized to 128 x 128, aspect ratio not kept. This is what
-  the MTT, DATM and EDF code does to ImageNet subsets (its centre crop to 128 x 128 after that
-  resize is a no-op), so only this choice gives numbers comparable with the papers'.
-* ``crop``: shorter side resized to 128, then a centred 128 x 128 crop: keeps the aspect ratio but
-  cuts off the sides of wide images.
+How images are brought to one size (``--size``, ``--resize``):
 
-Both resize bilinearly with antialiasing through torchvision's own ``resize`` (and ``center_crop``,
-so the crop offset is rounded as torchvision rounds it), on the decoded 8-bit image. The references
-resize the normalised float tensor instead; storing uint8 costs at most half a grey level.
+* ImageNet subsets default to 128 x 128, ``squash``: the whole image resized, aspect ratio not
+  kept. This is what the MTT, DATM and EDF code does to ImageNet subsets (its centre crop to 128 x 128
+  after that resize is a no-op), so only this choice gives numbers comparable with the papers'.
+  ``crop`` resizes the shorter side and cuts a centred square. Any ``--size`` works (32 px puts
+  ImageNette at CIFAR-10's resolution).
+* CIFAR-10/100 keep their 32 x 32 pixels; every image must already be that size.
+* Other datasets keep their size when every image shares one, and need ``--size`` otherwise.
 
-The choice is written into the cache (``meta.json`` and both split files) and the registry hands it
-on as ``DatasetInfo.resize``; buffers and synthetic sets record it, and ``distill`` and ``eval``
-refuse to mix a buffer or a synthetic set with a cache prepared the other way. A cache from before
-this choice was recorded is refused until it is prepared again.
+Both resizes are bilinear with antialiasing through torchvision's ``resize`` (and ``center_crop``)
+on the decoded 8-bit image. The references resize the normalised float tensor instead; storing uint8
+costs at most half a grey level. Greyscale images in an RGB set are converted (channel replicated)
+and counted in the record. Unreadable or truncated files are collected and named together.
 
-Where the cache goes: ``--out`` if given, else ``DATA_ROOT/<subset>`` for ``--data-root`` or
-``$DDTOOL_DATA``, else ``~/.cache/ddtoolbox/<subset>`` (``$XDG_CACHE_HOME`` respected): exactly the
-places ``--dataset <subset>`` looks.
+Where the store goes: ``--out`` if given, else ``DATA_ROOT/<name>`` for ``--data-root`` or
+``$DDTOOL_DATA``, else ``~/.cache/ddtoolbox/<name>`` (``$XDG_CACHE_HOME`` respected): exactly the
+places ``--dataset <name>`` looks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +46,23 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ddtoolbox.errors import UsageError, warn
-from ddtoolbox.io import load_tensors, save_tensors, user_cache_dir, write_json
+from ddtoolbox.io import user_cache_dir
 
-from .imagefolder import IMAGE_EXTENSIONS
-from .imagenet_subsets import IMAGE_SIZE, ImageNetSubset, duplicate_warning, get_subset
+from . import store
+from .imagefolder import GRAY_MODES, IMAGE_EXTENSIONS
+from .imagenet_subsets import IMAGE_SIZE, ImageNetSubset, duplicate_warning, get_subset, resolve_class
 from .locate import ENV_VAR
 
-FORMAT = "ddtoolbox-imagenet-subset"
-FORMAT_VERSION = 1
 #: ImageNet folder -> registry split
 SPLITS = {"train": "train", "val": "test"}
-#: ``--resize`` -> what it does, as recorded in the cache's metadata
+#: ``--resize`` -> what it does, as recorded in the store's metadata
 TRANSFORMS = {
-    "squash": f"resize the whole image to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear, antialiased; aspect ratio not kept)",
-    "crop": f"resize shorter side to {IMAGE_SIZE} (bilinear, antialiased), centre crop {IMAGE_SIZE}x{IMAGE_SIZE}",
+    "squash": "resize the whole image to {0}x{0} (bilinear, antialiased; aspect ratio not kept)",
+    "crop": "resize shorter side to {0} (bilinear, antialiased), centre crop {0}x{0}",
 }
 DEFAULT_RESIZE = "squash"
+#: how many bad files a message names before it says "and N more"
+NAMED = 5
 
 
 def check_resize(resize: str) -> str:
@@ -67,22 +73,35 @@ def check_resize(resize: str) -> str:
 
 
 def is_prepared_dir(path: Path) -> bool:
-    return (path / "train.pt").is_file() and (path / "test.pt").is_file()
+    return store.is_store_dir(path)
 
 
-def output_dir(subset_name: str, out=None, data_root=None) -> Path:
-    """Where the cache of ``subset_name`` is written: see the module docstring."""
+def output_dir(name: str, out=None, data_root=None) -> Path:
+    """Where the store of ``name`` is written: see the module docstring."""
     if out:
         return Path(out).expanduser()
     root = data_root or os.environ.get(ENV_VAR)
     if root:
-        return Path(root).expanduser() / subset_name
-    return user_cache_dir() / subset_name
+        return Path(root).expanduser() / name
+    return user_cache_dir() / name
 
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _names(items, n: int = NAMED) -> str:
+    items = [str(i) for i in items]
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+# ---------------------------------------------------------------------------- listing
 
 
 def list_subset_files(imagenet_root, wnids, what: str = "this subset") -> dict[str, list[tuple[Path, int]]]:
@@ -125,91 +144,328 @@ def list_subset_files(imagenet_root, wnids, what: str = "this subset") -> dict[s
     return out
 
 
-def transform_image(path: Path, size: int = IMAGE_SIZE, resize: str = DEFAULT_RESIZE) -> np.ndarray:
-    """One image file -> (3, size, size) uint8: ``resize`` ``squash`` (the references') or ``crop``."""
+def _key(name: str) -> str:
+    """Folder names and class names compared loosely: case, spaces, hyphens and underscores aside."""
+    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
+
+
+def _tree_split_dirs(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise UsageError(f"--source {root} does not exist or is not a folder; point it at the folder holding "
+                         f"train/ and val/ (or test/), each with one folder per class")
+    test = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    missing = [d for d, p in (("train/", root / "train"), ("val/ or test/", test)) if p is None or not p.is_dir()]
+    if missing:
+        raise UsageError(f"--source {root} has no {' and no '.join(missing)} folder; a class-folder tree needs "
+                         f"train/<class>/<images> and val/<class>/ (or test/<class>/)")
+    return {"train": root / "train", "test": test}
+
+
+def list_tree(root, classes: list[tuple[str, ...]] | None, dataset: str) -> tuple[dict[str, list[tuple[Path, int]]], list[str]]:
+    """Split -> [(file, label)] of a class-folder tree, and the class folders' names in label order.
+
+    :param classes: for each label, the folder names it may have (compared by :func:`_key`); None
+        takes the train folders, sorted, as the classes of a new dataset.
+    """
+    dirs = _tree_split_dirs(Path(root).expanduser())
+    if classes is None:
+        found = [d.name for d in _subdirs(dirs["train"])]
+        if not found:
+            raise UsageError(f"{dirs['train']} has no class folders; put each class's images in train/<class>/")
+        classes = [(n,) for n in found]
+    index = {_key(alias): label for label, aliases in enumerate(classes) for alias in aliases}
+    out: dict[str, list[tuple[Path, int]]] = {}
+    folders: list[str] = [a[0] for a in classes]
+    problems: list[str] = []
+    for split, folder in dirs.items():
+        seen: dict[int, Path] = {}
+        stray, empty, files = [], [], []
+        for d in _subdirs(folder):
+            label = index.get(_key(d.name))
+            if label is None:
+                stray.append(d.name)
+                continue
+            if label in seen:
+                problems.append(f"{seen[label]} and {d} are the same class of {dataset}; keep one")
+                continue
+            seen[label] = d
+            folders[label] = d.name
+            imgs = _images_in(d)
+            if not imgs:
+                empty.append(f"{folder.name}/{d.name}")
+            files += [(p, label) for p in imgs]
+        missing = [classes[label][0] for label in range(len(classes)) if label not in seen]
+        if stray:
+            problems.append(f"{folder.name}/ has folder(s) that are not classes of {dataset}: {_names(stray)}")
+        if missing:
+            problems.append(f"{folder.name}/ lacks class folder(s): {_names(missing)}")
+        if empty:
+            problems.append(f"no images in {_names(empty)}")
+        # label order, then file name: the store does not depend on how the folders are named
+        out[split] = sorted(files, key=lambda f: f[1])
+    if problems:
+        raise UsageError(f"the tree at {root} does not match {dataset}: {'; '.join(problems)}; "
+                         f"fix the folders, or prepare it under another --dataset name to make a dataset of its own")
+    return out, folders
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How images become one size: ``size`` None keeps the images' own (they must all share it)."""
+
+    size: int | None
+    resize: str | None = None
+
+    def describe(self) -> str:
+        if self.size is None:
+            return "stored at their own size"
+        return TRANSFORMS[self.resize].format(self.size)
+
+
+def _resized(im: Image.Image, sizing: Sizing) -> Image.Image:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
+    if sizing.resize == "squash":
+        return TF.resize(im, [sizing.size, sizing.size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    im = TF.resize(im, sizing.size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.center_crop(im, [sizing.size, sizing.size])
+
+
+def transform_image(path: Path, size: int = IMAGE_SIZE, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """One image file -> (3, size, size) uint8: ``resize`` ``squash`` (the references') or ``crop``."""
     check_resize(resize)
+    arr, _ = _decode_one(Path(path), Sizing(size, resize), "RGB")
+    return arr
+
+
+def _decode_one(path: Path, sizing: Sizing, mode: str) -> tuple[np.ndarray, bool]:
+    """(C, H, W) uint8 and whether the file was greyscale; a bad file raises UsageError naming it."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")  # ImageNet holds a few CMYK and grey JPEGs
-            if resize == "squash":
-                im = TF.resize(im, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-            else:
-                im = TF.resize(im, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-                im = TF.center_crop(im, [size, size])
+            grey = im.mode in GRAY_MODES
+            im = im.convert(mode)   # forces the decode: a truncated file fails here
+            if sizing.size is not None:
+                im = _resized(im, sizing)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UsageError(f"cannot read image {path} ({exc}); replace or delete the file") from None
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), grey
 
 
-def _decode_all(files: list[tuple[Path, int]], desc: str, workers: int, progress: bool,
-                resize: str = DEFAULT_RESIZE) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class Decoded:
+    images: torch.Tensor
+    labels: torch.Tensor
+    greyscale: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _try(path: Path, sizing: Sizing, mode: str):
+    try:
+        return _decode_one(path, sizing, mode)
+    except UsageError:
+        return None
+
+
+def decode_files(files: list[tuple[Path, int]], sizing: Sizing, channels: int, desc: str, workers: int,
+                 progress: bool) -> Decoded:
+    """Decode every file; collect unreadable files and (without resizing) odd sizes instead of stopping."""
     from tqdm import tqdm
 
-    images = torch.empty((len(files), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    mode = "L" if channels == 1 else "RGB"
     labels = torch.tensor([lab for _, lab in files], dtype=torch.int64)
-    paths = [p for p, _ in files]
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    images: torch.Tensor | None = None
+    bad, odd, grey = [], [], 0
+    bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress, file=sys.stderr)
     # PIL releases the GIL while decoding and resizing, so threads scale without pickling images
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, arr in enumerate(pool.map(lambda p: transform_image(p, IMAGE_SIZE, resize), paths)):
-            images[i] = torch.from_numpy(arr)
+        for i, got in enumerate(pool.map(lambda f: _try(f[0], sizing, mode), files)):
             bar.update(1)
+            if got is None:
+                bad.append(str(files[i][0]))
+                continue
+            arr, was_grey = got
+            grey += was_grey and channels == 3
+            if images is None:
+                images = torch.empty((len(files), *arr.shape), dtype=torch.uint8)
+            if tuple(arr.shape) != tuple(images.shape[1:]):
+                odd.append(f"{files[i][0]} ({arr.shape[1]}x{arr.shape[2]})")
+                continue
+            images[i] = torch.from_numpy(arr)
     bar.close()
-    return images, labels
+    problems = []
+    if bad:
+        problems.append(f"{len(bad)} unreadable or truncated image(s): {_names(bad)}")
+    if odd and images is not None:
+        problems.append(f"{len(odd)} image(s) not {images.shape[2]}x{images.shape[3]} like the first: {_names(odd)}")
+    return Decoded(images if images is not None else torch.empty(0, channels, 1, 1, dtype=torch.uint8),
+                   labels, grey, problems)
+
+
+# ---------------------------------------------------------------------------- what each dataset expects
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a prepared dataset must be: its name, classes (with the folder names each may have),
+    channels, sizing, and whether its normalisation comes from the registry or from its train split."""
+
+    name: str
+    classes: list[tuple[str, ...]] | None
+    channels: int
+    sizing: Sizing
+    extra: dict = field(default_factory=dict)
+    own_statistics: bool = False
+
+
+def target_for(dataset: str, size: int | None, resize: str | None) -> Target:
+    """The :class:`Target` of ``--dataset`` (a registered name, or a new one) under ``--size``/``--resize``."""
+    from .imagenet_subsets import SUBSETS
+    from .registry import _ALIASES, _REGISTRY
+
+    key = dataset.strip().lower()
+    if not key or ":" in key or "/" in key:
+        raise UsageError(f"--dataset {dataset!r} is not a dataset name; give a name like cifar10 or my-photos "
+                         f"(lower case, no ':' or '/')")
+    key = _ALIASES.get(key, key).replace("compdd-", "cdd-")
+    if resize is not None:
+        check_resize(resize)
+    if key in SUBSETS:
+        sub = SUBSETS[key]
+        names = sub.class_names
+        wnids = [sub.wnids[sub.indices.index(i)] for i in sub.distinct_indices]
+        classes = [(w, n) for w, n in zip(wnids, names)]
+        return Target(key, classes, 3, Sizing(size or IMAGE_SIZE, resize or DEFAULT_RESIZE),
+                      {"subset": sub.name, "title": sub.title, "wnids": wnids,
+                       "imagenet_indices": list(sub.distinct_indices)})
+    if key in _REGISTRY:
+        info = _REGISTRY[key].info
+        if key not in ("cifar10", "cifar100"):
+            raise UsageError(f"{key} is not read from a class-folder tree; 'ddtool data prepare --source' takes "
+                             f"cifar10, cifar100, the ImageNet subsets (see 'ddtool data subsets') or a new name")
+        native = info.image_size[0]
+        if size not in (None, native) or resize is not None:
+            raise UsageError(f"{key} images are {native}x{native} and are stored as they are; drop --size/--resize, "
+                             f"or prepare the tree under a new --dataset name to resize it")
+        return Target(key, [(n,) for n in info.class_names], info.channels, Sizing(None))
+    return Target(key, None, 0, Sizing(size, (resize or DEFAULT_RESIZE) if size else None), own_statistics=True)
+
+
+# ---------------------------------------------------------------------------- preparing
+
+
+def _decode_splits(files: dict[str, list[tuple[Path, int]]], target: Target, channels: int, workers: int,
+                   progress: bool, root: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict]:
+    splits, grey, problems = {}, {}, []
+    for split in store.SPLITS:
+        got = decode_files(files[split], target.sizing, channels, f"{target.name} {split}", workers, progress)
+        problems += [f"{split}: {p}" for p in got.problems]
+        splits[split] = (got.images, got.labels)
+        grey[split] = got.greyscale
+    if problems:
+        fix = "replace or delete those files" if target.sizing.size else "replace those files, or pass --size N to resize every image"
+        raise UsageError(f"cannot prepare {target.name} from {root}: {'; '.join(problems)}; {fix}")
+    shapes = {tuple(splits[s][0].shape[2:]) for s in store.SPLITS}
+    if len(shapes) > 1:
+        raise UsageError(f"the train and test images of {root} differ in size ({' vs '.join(f'{h}x{w}' for h, w in shapes)}); "
+                         f"pass --size N to bring both to one size")
+    return splits, grey
+
+
+def _train_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    from .imagefolder import channel_stats
+
+    mean, std = channel_stats(images)
+    return list(mean), list(std)
+
+
+def prepare_tree(source, dataset: str, out=None, *, data_root=None, size: int | None = None,
+                 resize: str | None = None, workers: int = 1, progress: bool = True, warn=warn) -> dict:
+    """Decode a class-folder tree for ``dataset`` into a store; return its record (``meta.json``)."""
+    target = target_for(dataset, size, resize)
+    root = Path(source).expanduser().resolve()
+    files, folders = list_tree(root, target.classes, target.name)
+    channels = target.channels
+    if not channels:   # a new dataset: greyscale only when every train image is
+        from .imagefolder import probe
+
+        channels, _ = probe([p for p, _ in files["train"]])
+    splits, grey = _decode_splits(files, target, channels, workers, progress, root)
+    h, w = splits["train"][0].shape[2:]
+    # a subset's classes are (wnid, name): the name is the class name; others are (name,) or new
+    names = [c[-1] for c in target.classes] if target.classes else folders
+    meta = {"dataset": target.name, "class_names": names, "class_folders": folders, "channels": channels,
+            "image_size": [int(h), int(w)], "resize": target.sizing.resize, "transform": target.sizing.describe(),
+            "source": {"kind": "class-folder tree", "path": str(root)}, "greyscale_converted": grey, **target.extra}
+    if target.own_statistics:
+        meta["mean"], meta["std"] = _train_statistics(splits["train"][0])
+    return _publish(target, splits, meta, out, data_root, warn)
 
 
 def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, data_root=None, workers: int = 1,
-                   progress: bool = True, warn=warn, resize: str = DEFAULT_RESIZE) -> dict:
-    """Decode, transform and cache one subset; return the summary written to ``meta.json``."""
-    check_resize(resize)
+                   progress: bool = True, warn=warn, resize: str = DEFAULT_RESIZE, size: int = IMAGE_SIZE) -> dict:
+    """Decode, transform and store one subset taken from a full ImageNet tree; return the record."""
     sub = subset if isinstance(subset, ImageNetSubset) else get_subset(subset)
+    target = target_for(sub.name, size, resize)
     message = duplicate_warning(sub)
     if message:
         warn(message)
-    wnids = [sub.wnids[sub.indices.index(i)] for i in sub.distinct_indices]
-    files = list_subset_files(imagenet_root, wnids, sub.name)
-    target = output_dir(sub.name, out, data_root)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "subset": sub.name, "title": sub.title,
-            "wnids": wnids, "imagenet_indices": list(sub.distinct_indices), "class_names": list(sub.class_names),
-            "image_size": IMAGE_SIZE, "resize": resize, "transform": TRANSFORMS[resize],
-            "imagenet_root": str(Path(imagenet_root).resolve())}
-    counts = {}
-    for folder, split in SPLITS.items():
-        images, labels = _decode_all(files[folder], f"{sub.name} {folder}", workers, progress, resize)
-        save_tensors(target / f"{split}.pt", {"images": images, "labels": labels,
-                                              "meta": {**meta, "split": split, "imagenet_split": folder}})
-        counts[split] = torch.bincount(labels, minlength=len(wnids)).tolist()
-    summary = {**meta, "images_per_class": counts, "path": str(target.resolve())}
-    write_json(target / "meta.json", summary)
-    return summary
+    root = Path(imagenet_root).expanduser()
+    listed = list_subset_files(root, target.extra["wnids"], sub.name)
+    files = {SPLITS[folder]: entries for folder, entries in listed.items()}
+    splits, grey = _decode_splits(files, target, 3, workers, progress, root)
+    meta = {"dataset": sub.name, "class_names": list(sub.class_names), "class_folders": target.extra["wnids"],
+            "channels": 3, "image_size": [target.sizing.size] * 2, "resize": resize,
+            "transform": target.sizing.describe(),
+            "source": {"kind": "ImageNet tree", "path": str(root.resolve())}, "greyscale_converted": grey,
+            **target.extra}
+    return _publish(target, splits, meta, out, data_root, warn)
 
 
+def _publish(target: Target, splits, meta: dict, out, data_root, warn) -> dict:
+    grey = sum(meta["greyscale_converted"].values())
+    if grey:
+        warn(f"{target.name}: converted {grey} greyscale image(s) to RGB (counted in meta.json)")
+    return store.write_store(output_dir(target.name, out, data_root), splits, meta)
 
-def load_prepared(folder: Path, split: str, subset: ImageNetSubset) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The cached split as (uint8 images, labels, ``{"info": {"resize": ...}}``), after checking it
-    is this subset's cache and says how it was resized."""
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _fix(name: str, folder, subset: bool) -> str:
+    how = f"--imagenet-root IMAGENET --subset {name}" if subset else f"--source TREE --dataset {name}"
+    return f"prepare it again with 'ddtool data prepare {how} --out {folder}'"
+
+
+def load_prepared(folder: Path, split: str, subset: ImageNetSubset | str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A stored split as (uint8 images, labels, ``{"info": ...}``) after checking that it is this
+    dataset's store, that both splits come from one preparation, and how it was resized."""
+    name = subset.name if isinstance(subset, ImageNetSubset) else subset
+    fix = _fix(name, folder, isinstance(subset, ImageNetSubset))
+    images, labels, meta = store.load_split(folder, split, fix, what=f"prepared {name}")
     path = Path(folder) / f"{split}.pt"
-    fix = f"re-create it with: ddtool data prepare --imagenet-root IMAGENET --subset {subset.name} --out {folder}"
-    data = load_tensors(path, f"prepared {subset.name}", fix)
-    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    images, labels = data.get("images"), data.get("labels")
-    if meta.get("format") != FORMAT or not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise UsageError(f"{path} is not a prepared ImageNet subset; {fix}")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise UsageError(f"{path} was written by a newer ddtoolbox; upgrade ddtoolbox or {fix}")
-    wanted = [subset.wnids[subset.indices.index(i)] for i in subset.distinct_indices]
-    if meta.get("subset") != subset.name or list(meta.get("wnids", [])) != wanted:
-        raise UsageError(f"{path} holds subset '{meta.get('subset')}', not {subset.name}; point --data-root at the "
-                         f"{subset.name} cache, or {fix}")
-    if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE) or len(labels) != len(images):
-        raise UsageError(f"{path} holds images {tuple(images.shape)} {images.dtype}, not (N, 3, {IMAGE_SIZE}, "
-                         f"{IMAGE_SIZE}) uint8; {fix}")
-    resize = meta.get("resize")
-    if resize not in TRANSFORMS:
+    stored = meta.get("dataset", meta.get("subset"))
+    if stored != name:
+        raise UsageError(f"{path} holds dataset '{stored}', not {name}; point --data-root at the {name} store, or {fix}")
+    if isinstance(subset, ImageNetSubset):
+        wanted = [subset.wnids[subset.indices.index(i)] for i in subset.distinct_indices]
+        if list(meta.get("wnids", [])) != wanted:
+            raise UsageError(f"{path} holds other classes than {name}; {fix}")
+    if "resize" not in meta or (isinstance(subset, ImageNetSubset) and meta["resize"] not in TRANSFORMS):
         raise UsageError(f"{path} does not record how its images were resized (prepared by an older ddtoolbox); "
                          f"{fix} --resize squash (the references' way) or --resize crop")
-    return images, labels, {"info": {"resize": resize}}
+    info: dict = {"resize": meta["resize"], "image_size": tuple(images.shape[2:])}
+    if meta.get("content_id"):
+        record = store.read_meta(folder, fix)
+        if record is None or record.get("content_id") != meta["content_id"]:
+            raise UsageError(f"{path} is not from the preparation that {folder}/meta.json records (an interrupted or "
+                             f"mixed store); {fix}")
+        info["source"] = meta["content_id"]
+    return images, labels, {"info": info}
+
+

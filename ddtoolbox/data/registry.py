@@ -104,16 +104,55 @@ def clear_cache() -> None:
 def _unknown(name: str) -> UsageError:
     return UsageError(
         f"unknown dataset {name!r}; use one of {', '.join(list_datasets())}, "
-        f"or imagefolder:PATH for a folder with train/ and val/ (or test/) holding one folder per class"
+        f"or imagefolder:PATH for a folder with train/ and val/ (or test/) holding one folder per class, "
+        f"or make {name!r} a dataset with 'ddtool data prepare --source TREE --dataset {name}'"
     )
 
 
-def _canonical(name: str) -> str:
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
+def _entry(name: str, data_root) -> _Entry:
+    """The registered entry of ``name``, or one made from a prepared store of that name.
+
+    ``ddtool data prepare --source TREE --dataset NAME`` makes a dataset the registry does not
+    know; its ``meta.json`` says what it is, so it is found where a registered dataset would be
+    (``data_root``, ``$DDTOOL_DATA``, the user cache) and loads like any other.
+    """
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if not key or ":" in key or "/" in key:
         raise _unknown(name)
-    return key
+    from . import store
+    from ddtoolbox.io import user_cache_dir
+
+    def is_this_store(folder: Path) -> bool:
+        if not store.is_store_dir(folder):
+            return False
+        try:
+            meta = store.read_meta(folder, "")
+        except UsageError:
+            return False
+        return bool(meta) and meta.get("dataset") == key and "mean" in meta
+
+    location = DataLocation(is_data_dir=is_this_store, folder_names=(key,),
+                            default_dirs=lambda: (user_cache_dir() / key,))
+    try:
+        folder = locate(key, location, data_root)
+    except UsageError:
+        raise _unknown(name) from None
+    meta = store.read_meta(folder, f"prepare it again with 'ddtool data prepare --dataset {key} --source TREE'")
+    try:
+        info = DatasetInfo(key, int(meta["channels"]), tuple(meta["image_size"]), len(meta["class_names"]),
+                           tuple(meta["mean"]), tuple(meta["std"]), tuple(meta["class_names"]), meta.get("resize"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{folder}/meta.json does not describe a dataset ({type(e).__name__}: {e}); prepare it "
+                         f"again with 'ddtool data prepare --dataset {key} --source TREE'") from None
+
+    def load(where: Path, split: str):
+        from .prepare import load_prepared
+
+        return load_prepared(where, split, key)
+
+    return _Entry(info, load, location)
 
 
 def _is_imagefolder(name: str) -> bool:
@@ -187,7 +226,7 @@ def find_data_root(name: str, data_root: str | os.PathLike | None = None) -> Pat
     """
     if _is_imagefolder(name):
         return imagefolder.parse_name(name.strip(), data_root)
-    entry = _REGISTRY[_canonical(name)]
+    entry = _entry(name, data_root)
     if entry.location is None:
         raise UsageError(f"{entry.info.name} is not read from a data folder; drop --data-root for it")
     return locate(entry.info.name, entry.location, data_root)
@@ -231,7 +270,7 @@ def dataset_info(
     _check_image_size(image_size)
     if _is_imagefolder(name):
         return _imagefolder_info(imagefolder.parse_name(name.strip(), data_root), image_size, imagenet_stats)
-    info = _REGISTRY[_canonical(name)].info
+    info = _entry(name, data_root).info
     _check_fixed_options(info, image_size, imagenet_stats)
     return info
 
@@ -269,7 +308,7 @@ def _load_plain(name, split, data_root, image_size, imagenet_stats) -> tuple[Ten
         root = imagefolder.parse_name(name.strip(), data_root)
         ds = _load_imagefolder(name, split, data_root, image_size, imagenet_stats)
         return ds, (ds.info.name, split, str(root), image_size, imagenet_stats)
-    entry = _REGISTRY[_canonical(name)]
+    entry = _entry(name, data_root)
     _check_fixed_options(entry.info, image_size, imagenet_stats)
     if entry.location is not None:
         folder: Path | None = locate(entry.info.name, entry.location, data_root)

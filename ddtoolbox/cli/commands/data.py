@@ -1,4 +1,4 @@
-"""``ddtool data`` (ImageNet subsets: list, prepare) and ``ddtool compdd`` (score, select, stats).
+"""``ddtool data`` (prepare photo datasets; list the ImageNet subsets) and ``ddtool compdd`` (score, select, stats).
 
 Both live here because they are one workflow: prepare the subsets a paper uses, or score classes
 to build new ones. The work is done by :mod:`ddtoolbox.data` and :mod:`ddtoolbox.compdd`.
@@ -23,7 +23,7 @@ def add_common(p) -> None:
 @hookimpl
 def register_commands(register):
     register("data", setup=setup_data, run=_need_action,
-             help="ImageNet subsets: list them, prepare them from an ImageNet tree")
+             help="prepare photo datasets (CIFAR, ImageNet subsets, your own trees) once; list the ImageNet subsets")
     register("compdd", setup=setup_compdd, run=_need_action,
              help="Comp-DD: Grad-CAM complexity scores, easy/hard subset selection, activation statistics")
 
@@ -36,20 +36,31 @@ def setup_data(p, pm) -> None:
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=cmd_subsets)
 
-    q = dsub.add_parser("prepare", help="decode an ImageNet subset once into a cache that --dataset NAME loads")
-    q.add_argument("--imagenet-root", required=True, metavar="DIR",
-                   help="ImageNet in ImageFolder layout: DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG")
-    q.add_argument("--subset", required=True, nargs="+", metavar="NAME",
-                   help="subset(s) to prepare, e.g. imagenette cdd-bird-hard (see 'ddtool data subsets'); 'all' for every one")
+    q = dsub.add_parser("prepare", help="decode a tree of images once into a store that --dataset NAME loads, with a "
+                                        "record of where it came from")
+    src = q.add_argument_group("source (one of)")
+    src.add_argument("--source", default=None, metavar="TREE",
+                     help="a class-folder tree: TREE/train/<class>/* and TREE/val/<class>/* (or test/); with --dataset")
+    src.add_argument("--imagenet-root", default=None, metavar="DIR",
+                     help="full ImageNet in ImageFolder layout: DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG; with --subset")
+    q.add_argument("--dataset", default=None, metavar="NAME",
+                   help="with --source: cifar10, cifar100, an ImageNet subset (class folders named by wnid or class name), "
+                        "or a new name, which becomes a dataset of its own")
+    q.add_argument("--subset", nargs="+", default=None, metavar="NAME",
+                   help="with --imagenet-root: subset(s) to prepare, e.g. imagenette cdd-bird-hard (see 'ddtool data "
+                        "subsets'); 'all' for every one")
     q.add_argument("--out", default=None, metavar="DIR",
-                   help="cache folder (one subset only; default DATA_ROOT/NAME for --data-root or $DDTOOL_DATA, "
+                   help="store folder (one dataset only; default DATA_ROOT/NAME for --data-root or $DDTOOL_DATA, "
                         "else ~/.cache/ddtoolbox/NAME: where --dataset NAME looks)")
-    q.add_argument("--resize", choices=("squash", "crop"), default="squash",
-                   help="squash (default): the whole image resized to 128x128, aspect ratio not kept, as the MTT/DATM/EDF "
-                        "code does; crop: shorter side to 128, then a centred 128x128 crop. Recorded in the cache; "
+    q.add_argument("--size", type=positive_int, default=None, metavar="N",
+                   help="square size in pixels (ImageNet subsets: default 128, any N; new datasets: needed when the "
+                        "images differ in size; CIFAR keeps its 32)")
+    q.add_argument("--resize", choices=("squash", "crop"), default=None,
+                   help="squash (default): the whole image resized to NxN, aspect ratio not kept, as the MTT/DATM/EDF "
+                        "code does; crop: shorter side to N, then a centred NxN crop. Recorded in the store; "
                         "buffers and synthetic sets made from one kind are refused with the other")
     q.add_argument("--workers", type=positive_int, default=4, help="decoding threads (default 4)")
-    q.add_argument("--data-root", default=None, help="write the cache to DATA_ROOT/NAME")
+    q.add_argument("--data-root", default=None, help="write the store to DATA_ROOT/NAME")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=cmd_prepare)
 
@@ -183,19 +194,38 @@ def cmd_subsets(args, pm):
 
 
 def cmd_prepare(args, pm):
-    from ddtoolbox.data.imagenet_subsets import SUBSETS, get_subset
-    from ddtoolbox.data.prepare import prepare_subset
+    import time
 
-    names = list(SUBSETS) if [n.lower() for n in args.subset] == ["all"] else args.subset
-    subsets = [get_subset(n) for n in names]  # all names checked before any work
-    if args.out and len(subsets) > 1:
-        raise UsageError("--out names one cache folder; with several --subset names use --data-root DIR instead")
-    for s in subsets:
-        summary = prepare_subset(args.imagenet_root, s, args.out, data_root=args.data_root, workers=args.workers,
-                                 progress=not args.quiet, resize=args.resize)
-        counts = summary["images_per_class"]
-        print(f"{s.name}: {sum(counts['train'])} train and {sum(counts['test'])} test images "
-              f"({len(summary['wnids'])} classes, resize {args.resize}) in {summary['path']}")
+    from ddtoolbox.data.imagenet_subsets import SUBSETS, get_subset
+    from ddtoolbox.data.prepare import prepare_subset, prepare_tree
+
+    if (args.source is None) == (args.imagenet_root is None):
+        raise UsageError("give exactly one of --source TREE (with --dataset NAME) or --imagenet-root DIR (with --subset NAME)")
+    started = time.monotonic()
+    if args.source is not None:
+        if not args.dataset or args.subset:
+            raise UsageError("--source TREE needs --dataset NAME (not --subset): the dataset the tree holds")
+        records = [prepare_tree(args.source, args.dataset, args.out, data_root=args.data_root, size=args.size,
+                                resize=args.resize, workers=args.workers, progress=not args.quiet)]
+    else:
+        if not args.subset or args.dataset:
+            raise UsageError("--imagenet-root DIR needs --subset NAME (not --dataset): which subset(s) to take from it")
+        names = list(SUBSETS) if [n.lower() for n in args.subset] == ["all"] else args.subset
+        subsets = [get_subset(n) for n in names]  # all names checked before any work
+        if args.out and len(subsets) > 1:
+            raise UsageError("--out names one store folder; with several --subset names use --data-root DIR instead")
+        records = [prepare_subset(args.imagenet_root, s, args.out, data_root=args.data_root, workers=args.workers,
+                                  progress=not args.quiet, resize=args.resize or "squash", size=args.size or 128)
+                   for s in subsets]
+    for r in records:
+        counts = r["images_per_class"]
+        h, w = r["image_size"]
+        grey = sum(r["greyscale_converted"].values())
+        print(f"{r['dataset']}: {sum(counts['train'])} train and {sum(counts['test'])} test images, "
+              f"{len(r['class_names'])} classes, {h}x{w} ({r['transform']})"
+              + (f", {grey} greyscale converted" if grey else "")
+              + f"; content id {r['content_id']}; in {r['path']}")
+    print(f"took {time.monotonic() - started:.1f} s")
 
 
 # ---------------------------------------------------------------------------- compdd
