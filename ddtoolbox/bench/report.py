@@ -138,6 +138,43 @@ def provenance(spec: Spec, results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(spec: Spec, out: Path) -> str:
+    """Every cell that has a published value or a result, ours beside the paper's, with a verdict.
+
+    "Within the published spread" means our mean lies within the paper's own ± of its mean: the
+    test a reader applies to a reproduction. Our numbers are final-epoch accuracies over fresh
+    networks (the std is theirs); a paper that reported the best epoch is marked so by its spec.
+    """
+    results = collect(spec, out)["cells"]
+    rows = [["cell", "ours (%)", "paper (%)", "difference", "verdict", "GPU h (est.)"]]
+    for c in cells_of(spec):
+        key = (c.dataset, c.ipc)
+        published, r = c.method.paper.get(key), results.get((c.dataset, c.ipc, c.method.name))
+        if published is None and r is None:
+            continue
+        ours = "not run yet" if r is None else f"{_pct(r)} ({len(r.get('runs', ()))} networks)"
+        spread = published[1] if published is not None and len(published) > 1 else None
+        paper = "-" if published is None else f"{published[0]:.1f}" + (f" ± {spread:.1f}" if spread is not None else "")
+        diff = verdict = "-"
+        if r is not None and published is not None:
+            gap = r["mean"] * 100 - published[0]
+            diff = f"{gap:+.2f}"
+            if spread is None:
+                verdict = "the paper gives no spread"
+            else:
+                verdict = ("within the published spread" if abs(gap) <= spread
+                           else f"{'below' if gap < 0 else 'above'} it by {abs(gap) - spread:.2f} points")
+        hours = c.method.gpu_hours.get(key)
+        rows.append([f"{c.dataset} IPC {c.ipc} {c.method.name}", ours, paper, diff, verdict,
+                     "-" if hours is None else f"{hours:g}"])
+    if len(rows) == 1:
+        return f"{spec.path} has no published values and no finished cells to compare\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    source = f"published values: {spec.source}" if spec.source else "published values: see the spec"
+    return "\n".join([lines[0], *lines[1:], source]) + "\n"
+
+
 def render(spec: Spec, out: Path) -> dict:
     """Write table.md, table.csv and plot.png under ``out``; return what was written."""
     results = collect(spec, out)

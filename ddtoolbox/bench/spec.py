@@ -32,7 +32,13 @@
     matcher = "datm"
     plugins = ["cpd", "dae"]
     options = { cpd_alpha = 0.25 }   # extra 'ddtool distill' options for this method
+    ipc = { 1 = { cpd_alpha = 0 } }  # optional: this method's options at one IPC
     datasets = ["fashion-mnist"]     # optional: only these of [bench] datasets (default: all)
+    paper = { fashion-mnist = { 1 = [75.1, 0.9] } }   # optional: published mean and spread (%) per
+    gpu_hours = { fashion-mnist = { 1 = 0.5 } }       # dataset and IPC, and what a cell costs on a GPU
+
+With ``paper`` values (and ``source = "..."`` in ``[bench]`` saying where they are from),
+``ddtool bench SPEC --compare`` prints each cell beside its published value.
 
 Keys are option destinations, as in presets (``syn_steps`` for ``--syn-steps``), and every one is
 checked against the real parser before anything runs: a typo must fail in the first second, not
@@ -49,7 +55,7 @@ from pathlib import Path
 from ..errors import UsageError
 
 SECTIONS = {"bench", "buffer", "distill", "eval", "ipc", "full", "methods"}
-METHOD_KEYS = {"matcher", "plugins", "options", "random", "datasets"}
+METHOD_KEYS = {"matcher", "plugins", "options", "ipc", "random", "datasets", "paper", "gpu_hours"}
 NETWORK_KEYS = ("model", "width", "depth", "norm", "pooling")
 
 
@@ -60,6 +66,9 @@ class Method:
     plugins: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     datasets: list[str] | None = None  #: the [bench] datasets this method runs on; None: all of them
+    per_ipc: dict = field(default_factory=dict)    #: {ipc: options} on top of ``options`` at that IPC
+    paper: dict = field(default_factory=dict)      #: {(dataset, ipc): (mean %, spread %) or (mean %,)} as published
+    gpu_hours: dict = field(default_factory=dict)  #: {(dataset, ipc): estimated GPU hours of one cell}
 
     @property
     def random(self) -> bool:
@@ -84,6 +93,7 @@ class Spec:
     per_ipc: dict                     #: {ipc: {"distill": {...}, "eval": {...}}}
     full: dict | None                 #: train-full options, or None for no full-data row
     seeds: list[int] | None = None    #: run each cell once per seed (distill and eval); None: once, with --seed
+    source: str | None = None         #: where the methods' ``paper`` values come from
 
     @property
     def network(self) -> dict:
@@ -91,7 +101,8 @@ class Spec:
         return {k: v for k, v in self.buffer.items() if k in NETWORK_KEYS}
 
     def distill_options(self, ipc: int, method: Method) -> dict:
-        return {**self.distill, **self.per_ipc.get(ipc, {}).get("distill", {}), **method.options}
+        return {**self.distill, **self.per_ipc.get(ipc, {}).get("distill", {}), **method.options,
+                **method.per_ipc.get(ipc, {})}
 
     def eval_options(self, ipc: int) -> dict:
         return {**self.eval, **self.per_ipc.get(ipc, {}).get("eval", {})}
@@ -137,13 +148,14 @@ def read_spec(path) -> Spec:
                                   and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise UsageError(f"{where}: [bench] seeds must be a list of distinct non-negative integers, e.g. "
                          f"seeds = [0, 1] (got {seeds!r}); leave it out to run each cell once with --seed")
-    unknown = sorted(set(bench) - {"title", "datasets", "ipcs", "seeds"})
+    unknown = sorted(set(bench) - {"title", "datasets", "ipcs", "seeds", "source"})
     if unknown:
-        raise UsageError(f"{where}: unknown [bench] key(s) {unknown}; known: datasets, ipcs, seeds, title")
+        raise UsageError(f"{where}: unknown [bench] key(s) {unknown}; known: datasets, ipcs, seeds, source, title")
     return Spec(path=path, title=str(bench.get("title", path.stem)), datasets=datasets, ipcs=sorted(set(ipcs)),
                 methods=methods, buffer=_table(data, "buffer", where, required=False),
                 distill=_table(data, "distill", where, required=False), eval=_table(data, "eval", where, required=False),
-                per_ipc=per_ipc, full=full, seeds=seeds)
+                per_ipc=per_ipc, full=full, seeds=seeds,
+                source=str(bench["source"]) if "source" in bench else None)
 
 
 def check_spec(spec: Spec, parsers: dict) -> None:
@@ -161,7 +173,9 @@ def check_spec(spec: Spec, parsers: dict) -> None:
     check_preset(str(spec.path), sections, parsers)
     for m in spec.methods:
         if not m.random:
-            check_preset(f"{spec.path} [methods.{m.name}]", {"distill": spec.distill_options(spec.ipcs[0], m)}, parsers)
+            for ipc in spec.ipcs:
+                check_preset(f"{spec.path} [methods.{m.name}] at IPC {ipc}", {"distill": spec.distill_options(ipc, m)},
+                             parsers)
 
 
 def _table(data, name, where, required=True) -> dict:
@@ -182,6 +196,40 @@ def _method(name, m, where, all_datasets) -> Method:
         if unknown:
             raise UsageError(f"{where}: [methods.{name}] datasets {unknown} are not in [bench] datasets "
                              f"{all_datasets}; add them there or drop them here")
+    published = _per_cell(m, "paper", name, where, all_datasets,
+                          lambda v: isinstance(v, list) and len(v) in (1, 2) and all(_number(x) and x >= 0 for x in v),
+                          "[mean, spread] in percent, e.g. [46.3, 0.8] ([mean] where the paper gives no spread)")
+    hours = _per_cell(m, "gpu_hours", name, where, all_datasets, lambda v: _number(v) and v > 0, "a positive number")
+    m = {k: v for k, v in m.items() if k not in ("paper", "gpu_hours")}
+    method = _plain_method(name, m, where, datasets)
+    method.paper = {k: tuple(float(x) for x in v) for k, v in published.items()}
+    method.gpu_hours = {k: float(v) for k, v in hours.items()}
+    return method
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _per_cell(m, key, name, where, all_datasets, valid, what) -> dict:
+    """``{dataset = {IPC = value}}`` as ``{(dataset, ipc): value}``, every entry checked."""
+    table = m.get(key, {})
+    out = {}
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: [methods.{name}] {key} must be a table: {key} = {{ dataset = {{ IPC = value }} }}")
+    for dataset, per_ipc in table.items():
+        if dataset not in all_datasets or not isinstance(per_ipc, dict):
+            raise UsageError(f"{where}: [methods.{name}] {key}.{dataset}: name a [bench] dataset "
+                             f"({', '.join(all_datasets)}) and give a table of IPC = value")
+        for ipc, value in per_ipc.items():
+            if not ipc.isdigit() or not valid(value):
+                raise UsageError(f"{where}: [methods.{name}] {key}.{dataset}.{ipc} = {value!r}: the key must be an "
+                                 f"IPC and the value {what}")
+            out[(dataset, int(ipc))] = value
+    return out
+
+
+def _plain_method(name, m, where, datasets) -> Method:
     if m.get("random"):
         if set(m) - {"random", "datasets"}:
             raise UsageError(f"{where}: [methods.{name}] is the random baseline; it takes no matcher, plugins or options")
@@ -194,4 +242,8 @@ def _method(name, m, where, all_datasets) -> Method:
     options = m.get("options", {})
     if not isinstance(options, dict):
         raise UsageError(f"{where}: [methods.{name}] options must be a table")
-    return Method(name, m["matcher"], plugins, options, datasets)
+    per_ipc = m.get("ipc", {})
+    if not (isinstance(per_ipc, dict) and all(k.isdigit() and isinstance(v, dict) for k, v in per_ipc.items())):
+        raise UsageError(f"{where}: [methods.{name}] ipc must be a table of IPC = {{ options }}, e.g. "
+                         f"ipc = {{ 10 = {{ cpd_alpha = 0.25 }} }}")
+    return Method(name, m["matcher"], plugins, options, datasets, {int(k): v for k, v in per_ipc.items()})

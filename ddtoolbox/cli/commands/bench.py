@@ -20,6 +20,9 @@ def setup(p, pm) -> None:
                    help="also rerun finished cells whose settings differ from the spec's now (default: keep them, with a warning)")
     p.add_argument("--render-only", action="store_true", help="run nothing; redraw the table and plot")
     p.add_argument("--dry-run", action="store_true", help="print the cells still to run and stop")
+    p.add_argument("--compare", action="store_true",
+                   help="run nothing; print each cell beside the paper's value given in the spec (methods' paper = ...) "
+                        "and say whether it lies within the published spread")
     p.add_argument("--devices", default=None, metavar="LIST",
                    help="run several cells at once, one per listed device, e.g. cuda:0,cuda:1 (a device listed twice runs two "
                         "cells on it); default: one cell at a time on --device")
@@ -37,6 +40,11 @@ def run(args, pm) -> None:
     parsers = build_parser(pm).commands
     check_spec(spec, parsers)
     out = Path(args.out) if args.out else spec.path.parent
+    if args.compare:
+        from ...bench.report import comparison
+
+        print(comparison(spec, out), end="")
+        return
     unknown = sorted(set(args.methods or ()) - {m.name for m in spec.methods})
     if unknown:
         raise UsageError(f"--method {unknown[0]} is not in {spec.path}; its methods: {', '.join(m.name for m in spec.methods)}")
