@@ -231,3 +231,28 @@ def test_the_shared_cifar10_tree(tmp_path):
     assert meta["images_per_class"] == {"train": [5000] * 10, "test": [1000] * 10}
     mean = load_dataset("cifar10", "train", tmp_path / "c10").images.mean((0, 2, 3))
     assert mean.abs().max() < 0.02     # the JPEG copy's mean is CIFAR-10's (normalised: about 0)
+
+
+def test_a_cifar100_tree_with_spaces_in_folder_names(tmp_path):
+    from ddtoolbox.data.info import CIFAR100_CLASSES
+
+    folders = [n.replace("_", " ") for n in CIFAR100_CLASSES]          # "aquarium fish" for aquarium_fish
+    tree = cifar_tree(tmp_path / "tree", n_train=1, n_test=1, classes=folders)
+    r = prepare("--source", tree, "--dataset", "cifar-100", "--data-root", tmp_path / "dd")   # an alias
+    assert r.code == 0, r.err
+    ds = load_dataset("cifar100", "test", tmp_path / "dd")
+    assert ds.labels.tolist() == list(range(100)) and ds.info.source.startswith("sha256:")
+    assert json.loads((tmp_path / "dd" / "cifar100" / "meta.json").read_text())["class_folders"][1] == "aquarium fish"
+
+
+def test_an_imagenet_subset_at_another_size_from_the_full_tree(tmp_path):
+    s = get_subset("imagewoof")
+    for split in ("train", "val"):
+        for i, w in enumerate(s.wnids):
+            (tmp_path / "in" / split / w).mkdir(parents=True)
+            _image(tmp_path / "in" / split / w / "x.JPEG", size=(50, 70), seed=i)
+    (tmp_path / "in" / "train" / "n99999999").mkdir()                 # another class of ImageNet: ignored
+    r = prepare("--imagenet-root", tmp_path / "in", "--subset", "imagewoof", "--size", "24", "--out", tmp_path / "w")
+    assert r.code == 0, r.err
+    ds = load_dataset("imagewoof", "train", tmp_path / "w")
+    assert ds.images.shape == (10, 3, 24, 24) and ds.info.resize == "squash"
