@@ -256,15 +256,21 @@ SYNTHETIC_META = {
 }
 
 
-def load_synthetic(path, info=None) -> dict:
-    """Load and check a ``synthetic.pt`` written by ``ddtool distill``.
+def load_synthetic(path, info=None, dataset: str | None = None) -> dict:
+    """Load and check a ``synthetic.pt`` written by ``ddtool distill`` (or ``select``), or a set in
+    another format :mod:`ddtoolbox.formats` reads (MTT's triple, a Hugging Face parquet folder).
 
-    With ``info`` (the dataset's :class:`DatasetInfo`) the images and labels must also fit it.
+    With ``info`` (the dataset's :class:`DatasetInfo`) the images and labels must also fit it;
+    ``dataset`` names the dataset of a foreign set that does not record it.
     """
+    from .formats import kind_of, read_foreign
     from .io import check_fields, load_tensors
 
     fix = "point --synthetic at a synthetic.pt written by 'ddtool distill'"
-    record = load_tensors(path, "synthetic set", fix)
+    if kind_of(path) == "synthetic":
+        record = load_tensors(path, "synthetic set", fix)
+    else:
+        record = read_foreign(path, dataset)
     where = f"synthetic set {path}"
     check_fields(record, {
         "images": (lambda t: isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point(),
@@ -351,7 +357,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
     if settings.synthetic:
-        record = load_synthetic(settings.synthetic)
+        record = load_synthetic(settings.synthetic, dataset=settings.dataset)
         meta = record["meta"]
         test_set = load_dataset(settings.dataset or meta["dataset"], "test", settings.data_root, zca=settings.zca)
         if test_set.info.name != meta["dataset"]:
@@ -422,7 +428,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         "what": what, "model": first["model"], "model_options": first["model_options"],
         "mean": first["mean"], "std": first["std"], "runs": first["runs"],
         "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
-        "accuracy": settings.accuracy, "protocol": protocol.name, "temperature": protocol.temperature if protocol.name == "kd" else None,
+        "accuracy": settings.accuracy, "protocol": protocol.name,
+        "temperature": protocol.temperature if protocol.name == "kd" else None,
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
         "lr": lr, "epochs": settings.eval_epochs, "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
         **image_record(info), "results": results,
@@ -441,13 +448,14 @@ class EvalProgress:
         self.state = {"key": None, "done": {}}
         if not settings.json:
             return
-        from .outputs import check_file_writable, sha256
+        from .formats import set_digest
+        from .outputs import check_file_writable
 
         target = check_file_writable(settings.json, option="--json")
         self.path = target.with_name(target.name + ".partial")
         ignored = ("quiet", "threads", "json", "data_root")
         key = {k: v for k, v in settings.as_dict().items() if k not in ignored}
-        key["synthetic_sha256"] = sha256(settings.synthetic) if settings.synthetic else None
+        key["synthetic_sha256"] = set_digest(settings.synthetic) if settings.synthetic else None
         self.state["key"] = key
         if self.path.is_file():
             try:

@@ -63,7 +63,7 @@ def score_set(settings: EvalSettings, report=None) -> dict:
     from .data import image_record, load_dataset
     from .full_results import lookup_full, store_path
     from .models import canonical_model_name, model_options
-    from .outputs import sha256
+    from .formats import set_digest
 
     say = report or (lambda line: None)
     if not settings.synthetic:
@@ -75,7 +75,7 @@ def score_set(settings: EvalSettings, report=None) -> dict:
         raise UsageError("--scores runs each evaluation under the protocol it needs; drop --protocol")
     if len(settings.model) > 1:
         raise UsageError("--scores scores one architecture at a time; give one --model")
-    record = load_synthetic(settings.synthetic)
+    record = load_synthetic(settings.synthetic, dataset=settings.dataset)
     meta = record["meta"]
     learned = "targets" in record
     own = canonical_model_name(meta["model"])
@@ -93,7 +93,7 @@ def score_set(settings: EvalSettings, report=None) -> dict:
         network.update(depth=None, pooling=None)
     parts_path = Path(f"{settings.json}.parts.json") if settings.json else None
     parts = _read_parts(parts_path)
-    digest = sha256(settings.synthetic)
+    digest = set_digest(settings.synthetic)
     results = {}
     for name, (on_set, protocol, teacher, dsa) in plan(learned).items():
         sub = settings.replace(
