@@ -207,6 +207,9 @@ def _write_parquet(path, table) -> None:
 
     from .io import atomic_write
 
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()              # one small file: a progress bar is noise in ddtool's output
     buf = io.BytesIO()
     table.to_parquet(buf)
     atomic_write(path, lambda fh: fh.write(buf.getvalue()))

@@ -26,6 +26,7 @@ from .config import ImageSettings, NetworkSettings, CommonSettings
 from .coreset import forgetting_counts, herding, kcenter_greedy, most_forgotten
 from .errors import UsageError
 from .options import non_negative_int, option, positive_float, positive_int
+from .runtime import honours_threads
 
 METHODS = ("random", "herding", "kcenter", "forgetting")
 #: the methods that rank images by a trained network's features
@@ -133,15 +134,9 @@ def choose(method: str, ipc: int, labels: torch.Tensor, num_classes: int, *, fea
     return torch.cat(picked)
 
 
+@honours_threads
 def select_coreset(settings: SelectSettings, report=None) -> dict:
     """``ddtool select``: choose, then publish the set in ``settings.out``; returns its metadata."""
-    from .runtime import cpu_threads
-
-    with cpu_threads(settings.threads):
-        return _select(settings, report)
-
-
-def _select(settings: SelectSettings, report) -> dict:
     from .buffer import Buffer
     from .data import image_record, load_dataset
     from .io import save_tensors, write_json
