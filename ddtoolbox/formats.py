@@ -45,6 +45,8 @@ def kind_of(path) -> str:
             return "mtt"
         if parquet_files(path):
             return "hf"
+        if (path / "synthetic.pt").is_file():
+            raise UsageError(f"{path} is a run folder; point --synthetic at {path / 'synthetic.pt'}")
         raise UsageError(f"{path} is a folder without a set: no synthetic.pt, images_best.pt (MTT) or parquet "
                          f"files (Hugging Face); point --synthetic at one of them")
     return "synthetic"

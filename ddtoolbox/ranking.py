@@ -65,7 +65,9 @@ def score_set(settings: EvalSettings, report=None) -> dict:
     from .models import canonical_model_name, model_options
     from .formats import set_digest
 
-    say = report or (lambda line: None)
+    from . import parallel
+
+    say = report if report is not None and parallel.is_main() else (lambda line: None)
     if not settings.synthetic:
         raise UsageError("--scores scores a set against random real images; give --synthetic FILE")
     if not settings.teacher:
@@ -113,7 +115,7 @@ def score_set(settings: EvalSettings, report=None) -> dict:
             continue
         result = evaluate_synthetic(sub, report=lambda line, n=name: say(f"{n}: {line}"))
         results[name] = {k: result[k] for k in ("mean", "std", "runs", "protocol", "lr", "what")}
-        if parts_path is not None:
+        if parts_path is not None and parallel.is_main():    # under torchrun every rank holds the same result
             from .io import write_json
 
             parts[name] = {"key": key, "result": results[name]}

@@ -137,3 +137,9 @@ def test_the_torch_only_example_trains_on_an_exported_triple(ddtool, soft_set, t
     monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "mtt"), "5"])
     runpy.run_path(str(script), run_name="__main__")
     assert "trained on 12 images for 5 epochs at lr 0.0123" in capsys.readouterr().out
+
+
+def test_a_run_folder_as_the_set_names_its_synthetic_pt(ddtool, soft_set):
+    run, _ = soft_set
+    r = ddtool("eval", "--synthetic", run, *EVAL)
+    assert r.code == 2 and f"{run / 'synthetic.pt'}" in r.err and r.err.count("\n") == 1
