@@ -13,10 +13,8 @@ DESCRIPTION = ("Write a set (the --out folder of 'ddtool distill' or 'ddtool sel
 
 
 def setup(p, pm) -> None:
-    from ...export import FORMATS
-
     p.add_argument("run", metavar="RUN", help="run folder (its synthetic.pt) or a synthetic.pt")
-    p.add_argument("--format", required=True, choices=FORMATS, help="mtt, imagefolder or hf")
+    p.add_argument("--format", required=True, choices=("mtt", "imagefolder", "hf"), help="mtt, imagefolder or hf")
     p.add_argument("--out", required=True, help="folder to write")
     p.add_argument("--eval", default=None, metavar="FILE",
                    help="'ddtool eval --json' result whose accuracies the card quotes (default RUN/eval.json if any)")
