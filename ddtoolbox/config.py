@@ -124,6 +124,10 @@ RESUME = "checkpoints, resume and divergence"
 RUNTIME_FIELDS = ("quiet", "threads", "device", "data_root", "dist_backend", "dist_timeout", "checkpoint_every",
                   "checkpoint_minutes", "resume", "overwrite")
 EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)"
+#: what ``ddtool eval --accuracy`` reports per network; only the first is the standard protocol
+ACCURACIES = ("final", "max-over-checkpoints")
+#: epochs between the tests of ``--accuracy max-over-checkpoints`` (DD-Ranking's test interval)
+CHECKPOINT_EPOCHS = 20
 
 
 @dataclass(kw_only=True)
@@ -238,6 +242,13 @@ class EvalSettings(ImageSettings, NetworkSettings, CommonSettings):
     model: list[str] = option([], "one or more architectures, e.g. --model ConvNet VGG11 ResNet18 (case-insensitive; "
                                   "see 'ddtool plugins'); default: the synthetic set's, or ConvNet. One result per "
                                   "model", several=True, metavar="NAME", group=NETWORK)
+    accuracy: str = option("final", "final (default): each network's test accuracy after its last epoch; "
+                                    "max-over-checkpoints: the best of a test every 20 epochs and the last, as MTT "
+                                    "and DD-Ranking report (chosen on the test set, so optimistic; the output marks it)",
+                           choices=ACCURACIES, group=EVAL_PROTOCOL)
+    scores: bool = option(False, "DD-Ranking's Label- and Augmentation-Robust Scores (LRS, ARS) of --synthetic: trains "
+                                 "it and random real images with hard and soft labels, with and without DSA (needs "
+                                 "--teacher and a stored full-data accuracy; see docs/coresets.md)")
 
     def check(self) -> None:
         if (self.synthetic is None) == (self.random_ipc is None):

@@ -33,11 +33,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import parallel
-from .config import PROTOCOLS, EvalSettings, TrainFullSettings
+from .config import CHECKPOINT_EPOCHS, PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import UsageError
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
 from .models import canonical_model_name, create_model, model_options
 from .runtime import honours_threads
+
+
+#: how a line of results says its accuracies are maxima over checkpoints, not the standard final ones
+MAX_MARK = f" [MAX over checkpoints every {CHECKPOINT_EPOCHS} epochs, picked on the test set: not the final accuracy]"
 
 
 @dataclass
@@ -115,10 +119,12 @@ class TrainRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: object = None         #: DSA or None
+    test_every: int = 0            #: --accuracy max-over-checkpoints: also test every N epochs, keep the best
 
 
 def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, soft: bool = False,
-                 protocol: Protocol | None = None, progress: bool = False, desc: str = "train") -> torch.nn.Module:
+                 protocol: Protocol | None = None, progress: bool = False, desc: str = "train",
+                 on_epoch=None) -> torch.nn.Module:
     """Train one fresh network on ``(images, targets)`` with the standard protocol.
 
     ``protocol`` picks the loss (default: ``soft`` if ``soft`` else ``standard``); ``targets`` are
@@ -132,7 +138,7 @@ def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, 
     targets = protocol.prepare_targets(images, targets.to(device))
     n = len(images)
     net.train()
-    for _ in tqdm(range(recipe.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
+    for epoch in tqdm(range(recipe.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
         perm = torch.randperm(n, device=device)
         for b in range(0, n, recipe.batch_size):
             idx = perm[b:b + recipe.batch_size]
@@ -144,6 +150,8 @@ def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, 
             loss.backward()
             opt.step()
         sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch, net)
     return net
 
 
@@ -190,8 +198,15 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
                 torch.manual_seed(network_seed(seed, r))
             if sampler is not None:
                 images, targets = sampler(r)
-            net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol)
-            result = (r, accuracy(net, x_test, y_test))
+            tested = []      # --accuracy max-over-checkpoints: the intermediate tests
+
+            def test(epoch, net_):
+                if recipe.test_every and (epoch + 1) % recipe.test_every == 0 and epoch + 1 < recipe.epochs:
+                    tested.append(accuracy(net_, x_test, y_test))
+
+            net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol,
+                               on_epoch=test)
+            result = (r, max([accuracy(net, x_test, y_test), *tested]))
         results = parallel.gather_objects(result) if world > 1 else [result]
         for item in results:
             if item is None:
@@ -241,15 +256,21 @@ SYNTHETIC_META = {
 }
 
 
-def load_synthetic(path, info=None) -> dict:
-    """Load and check a ``synthetic.pt`` written by ``ddtool distill``.
+def load_synthetic(path, info=None, dataset: str | None = None) -> dict:
+    """Load and check a ``synthetic.pt`` written by ``ddtool distill`` (or ``select``), or a set in
+    another format :mod:`ddtoolbox.formats` reads (MTT's triple, a Hugging Face parquet folder).
 
-    With ``info`` (the dataset's :class:`DatasetInfo`) the images and labels must also fit it.
+    With ``info`` (the dataset's :class:`DatasetInfo`) the images and labels must also fit it;
+    ``dataset`` names the dataset of a foreign set that does not record it.
     """
+    from .formats import kind_of, read_foreign
     from .io import check_fields, load_tensors
 
     fix = "point --synthetic at a synthetic.pt written by 'ddtool distill'"
-    record = load_tensors(path, "synthetic set", fix)
+    if kind_of(path) == "synthetic":
+        record = load_tensors(path, "synthetic set", fix)
+    else:
+        record = read_foreign(path, dataset)
     where = f"synthetic set {path}"
     check_fields(record, {
         "images": (lambda t: isinstance(t, torch.Tensor) and t.dim() == 4 and t.is_floating_point(),
@@ -336,7 +357,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
     if settings.synthetic:
-        record = load_synthetic(settings.synthetic)
+        record = load_synthetic(settings.synthetic, dataset=settings.dataset)
         meta = record["meta"]
         test_set = load_dataset(settings.dataset or meta["dataset"], "test", settings.data_root, zca=settings.zca)
         if test_set.info.name != meta["dataset"]:
@@ -377,7 +398,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     results = []
     for model, options in zip(models, options_all):
         seed_everything(settings.seed)
-        recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment)
+        recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment,
+                             test_every=CHECKPOINT_EPOCHS if settings.accuracy == "max-over-checkpoints" else 0)
         common = dict(progress=not settings.quiet, protocol=protocol, seed=settings.seed,
                       done=progress_file.done(model), on_network=progress_file.recorder(model))
         if settings.synthetic:
@@ -399,14 +421,15 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         if report is not None and parallel.is_main():
             rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
             report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
-                   f"({protocol.name} protocol){rec}")
+                   f"({protocol.name} protocol){rec}{MAX_MARK if recipe.test_every else ''}")
     progress_file.finish()
     first = results[0]
     return {
         "what": what, "model": first["model"], "model_options": first["model_options"],
         "mean": first["mean"], "std": first["std"], "runs": first["runs"],
         "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
-        "protocol": protocol.name, "temperature": protocol.temperature if protocol.name == "kd" else None,
+        "accuracy": settings.accuracy, "protocol": protocol.name,
+        "temperature": protocol.temperature if protocol.name == "kd" else None,
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
         "lr": lr, "epochs": settings.eval_epochs, "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
         **image_record(info), "results": results,
@@ -425,13 +448,14 @@ class EvalProgress:
         self.state = {"key": None, "done": {}}
         if not settings.json:
             return
-        from .outputs import check_file_writable, sha256
+        from .formats import set_digest
+        from .outputs import check_file_writable
 
         target = check_file_writable(settings.json, option="--json")
         self.path = target.with_name(target.name + ".partial")
         ignored = ("quiet", "threads", "json", "data_root")
         key = {k: v for k, v in settings.as_dict().items() if k not in ignored}
-        key["synthetic_sha256"] = sha256(settings.synthetic) if settings.synthetic else None
+        key["synthetic_sha256"] = set_digest(settings.synthetic) if settings.synthetic else None
         self.state["key"] = key
         if self.path.is_file():
             try:

@@ -65,18 +65,40 @@ def markdown_table(spec: Spec, results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scores_table(spec: Spec, results: dict) -> str:
+    """DD-Ranking's scores per method and column, ``LRS / ARS`` (means over rounds, as fractions)."""
+    cells = results["cells"]
+    columns = [(d, ipc) for d in spec.datasets for ipc in spec.ipcs]
+    multi = len(spec.datasets) > 1
+    head = ["Method"] + [f"{d} IPC {ipc}" if multi else f"IPC {ipc}" for d, ipc in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for m in spec.methods:
+        if m.random:
+            continue
+        row = [m.name]
+        for col in columns:
+            scores = (cells.get((*col, m.name)) or {}).get("scores") or {}
+            row.append(" / ".join(f"{scores[k]['mean']:.3f}" if k in scores else "-" for k in ("LRS", "ARS")))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(spec: Spec, results: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["dataset", "ipc", "method", "mean", "std", "runs", "recovery", "device", "date", "seconds"])
+    writer.writerow(["dataset", "ipc", "method", "mean", "std", "runs", "recovery", "device", "date", "seconds"]
+                    + (["lrs", "ars"] if spec.scores else []))
     for c in cells_of(spec):
         r = results["cells"].get((c.dataset, c.ipc, c.method.name))
         if r is None:
             continue
         full = results["full"].get(c.dataset)
         recovery = f"{r['mean'] / full['mean']:.4f}" if full else ""
+        scores = r.get("scores") or {}
         writer.writerow([c.dataset, c.ipc, c.method.name, f"{r['mean']:.4f}", f"{r['std']:.4f}", len(r["runs"]),
-                         recovery, r.get("device", ""), r.get("date", ""), r.get("seconds", "")])
+                         recovery, r.get("device", ""), r.get("date", ""), r.get("seconds", "")]
+                        + ([f"{scores[k]['mean']:.4f}" if k in scores else "" for k in ("LRS", "ARS")]
+                           if spec.scores else []))
     return buf.getvalue()
 
 
@@ -183,6 +205,10 @@ def render(spec: Spec, out: Path) -> dict:
     pooled = (f", pooled over distillation seeds {', '.join(map(str, spec.seeds))} (each seed distilled and "
               f"evaluated separately; std over every seed x network)") if spec.seeds else ""
     text += f"Mean ± std of test accuracy (%) over fresh networks{pooled}; {done} of {total} cells finished.\n\n"
+    if spec.scores:
+        text += ("## DD-Ranking scores\n\n" + scores_table(spec, results) + "\nLabel-Robust / Augmentation-Robust "
+                 "Score (DD-Ranking's formulas on accuracies as fractions, mean over rounds; 'ddtool eval --scores'). "
+                 "Random real images are the scores' reference, so they have no row.\n\n")
     text += provenance(spec, results)
     written = {"markdown": atomic_write(out / "table.md", lambda fh: fh.write(text.encode())),
                "csv": atomic_write(out / "table.csv", lambda fh: fh.write(csv_table(spec, results).encode()))}

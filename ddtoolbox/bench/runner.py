@@ -121,6 +121,20 @@ def cells_of(spec: Spec) -> list[Cell]:
 
 #: written in a cell's (or seed's) folder when an attempt starts: the settings it runs under
 ATTEMPT = "attempt.json"
+#: the full-data network saved as the teacher of ``eval --scores`` ([bench] scores = true)
+TEACHER = "teacher.pt"
+
+
+def score_rounds(evaluations: list[dict]) -> dict:
+    """``{"scores": {"LRS": {mean, std, rounds}, "ARS": ...}}`` pooled over the evaluations' rounds
+    (one evaluation, or one per seed), or ``{}`` when they carry none (``eval --scores``)."""
+    pooled = {}
+    for name in ("LRS", "ARS"):
+        rounds = [v for e in evaluations for v in (e.get("scores", {}).get(name, {}).get("rounds") or [])]
+        if rounds:
+            pooled[name] = {"mean": statistics.fmean(rounds), "rounds": rounds,
+                            "std": statistics.pstdev(rounds) if len(rounds) > 1 else 0.0}
+    return {"scores": pooled} if pooled else {}
 
 
 def cell_result(out: Path, cell: Cell) -> dict | None:
@@ -197,12 +211,13 @@ class BenchRunner:
         if self.spec.full is None:
             return None
         folder = full_folder(self.out, dataset)
-        if full_result(self.out, dataset) is None:
+        teacher = ["--save-model", str(folder / TEACHER)] if self.spec.scores else []
+        if full_result(self.out, dataset) is None or (teacher and not (folder / TEACHER).is_file()):
             shutil.rmtree(folder, ignore_errors=True)
             model = self.spec.network
             argv = ["train-full", "--dataset", dataset, *self.flags("train-full", {**model, **self.spec.full}),
                     "--full-results", str(folder / "full-data.json"), "--json", str(folder / "train-full.json"),
-                    *self.common]
+                    *teacher, *self.common]
             start = time.time()
             self.execute(argv, folder / "log.txt")
             record = read_json(folder / "train-full.json", "train-full result", f"see {folder / 'log.txt'}")
@@ -214,8 +229,13 @@ class BenchRunner:
     def settings(self, cell: Cell) -> dict:
         """What the spec asks of ``cell``; recorded with its result so that spec edits are noticed."""
         seeds = {"seeds": self.spec.seeds} if self.spec.seeds is not None else {}
+        if self.spec.scores and not cell.method.random:
+            seeds["scores"] = True                 # only when asked, so older cells' settings stay the same
         if cell.method.random:
             return {"random": True, "model": self.spec.network,
+                    "eval": self.spec.eval_options(cell.ipc), **seeds}
+        if cell.method.coreset is not None:
+            return {"buffer": self.spec.buffer, "coreset": cell.method.coreset, "select": cell.method.options,
                     "eval": self.spec.eval_options(cell.ipc), **seeds}
         return {"buffer": self.spec.buffer, "matcher": cell.method.matcher, "plugins": cell.method.plugins,
                 "distill": self.spec.distill_options(cell.ipc, cell.method), "eval": self.spec.eval_options(cell.ipc),
@@ -256,14 +276,21 @@ class BenchRunner:
             return [["eval", "--random-ipc", str(cell.ipc), "--dataset", cell.dataset, *model, *eval_flags,
                      "--json", str(eval_json), *common, *seed_flags]]
         run_dir = folder / "run"
+        if self.spec.scores:
+            full = full_folder(self.out, cell.dataset)
+            eval_flags += ["--scores", "--teacher", str(full / TEACHER), "--full-results", str(full / "full-data.json")]
+        evaluate = ["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags, "--json", str(eval_json),
+                    *common, *seed_flags]
+        if cell.method.coreset is not None:
+            return [["select", "--method", cell.method.coreset, "--dataset", cell.dataset, "--ipc", str(cell.ipc),
+                     "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
+                     *self.flags("select", cell.method.options), *common, *seed_flags], evaluate]
         plugins = [x for p in cell.method.plugins for x in ("--plugin", p)]
         return [["distill", "--dataset", cell.dataset, "--ipc", str(cell.ipc),
                  "--buffer", str(self.buffer_dir(cell.dataset)), "--out", str(run_dir),
                  "--matcher", cell.method.matcher, *plugins,
                  *self.flags("distill", self.spec.distill_options(cell.ipc, cell.method)), *common,
-                 *seed_flags],
-                ["eval", "--synthetic", str(run_dir / "synthetic.pt"), *eval_flags,
-                 "--json", str(eval_json), *common, *seed_flags]]
+                 *seed_flags], evaluate]
 
     def run_cell(self, cell: Cell, device: str | None = None) -> dict:
         """Compute ``cell`` in a staging folder and swap it in only when it succeeded, so a finished
@@ -283,7 +310,8 @@ class BenchRunner:
             evaluation, commands, seconds = self._run_once(cell, staging, staging / "log.txt", [], device, settings)
             record = {"dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method.name,
                       "mean": evaluation["mean"], "std": evaluation["std"], "runs": evaluation["runs"],
-                      "settings": settings, "commands": commands, "seconds": seconds, **self.environment}
+                      "settings": settings, "commands": commands, "seconds": seconds, **self.environment,
+                      **score_rounds([evaluation])}
         record["commands"] = [c.replace(str(staging), str(folder)) for c in record["commands"]]
         write_json(staging / "result.json", record)
         retired = folder.with_name(folder.name + ".old")
@@ -312,7 +340,7 @@ class BenchRunner:
         for entry in (finished.iterdir() if finished.is_dir() else ()):   # and those of the finished cell
             if not (folder / entry.name).exists() and reusable(entry):
                 shutil.copytree(entry, folder / entry.name)
-        start, per_seed, commands = time.time(), [], []
+        start, per_seed, commands, scored = time.time(), [], [], []
         for seed in self.spec.seeds:
             sub = folder / f"seed{seed}"
             done = sub / "result.json"
@@ -321,8 +349,9 @@ class BenchRunner:
                                                             settings)
                 write_json(done, {"seed": seed, "mean": evaluation["mean"], "std": evaluation["std"],
                                   "runs": evaluation["runs"], "settings": settings, "commands": argvs,
-                                  "seconds": seconds, **self.environment})
+                                  "seconds": seconds, **self.environment, **score_rounds([evaluation])})
             result = read_json(done, "seed result", f"delete {sub} to rerun it")
+            scored.append({"scores": result["scores"]} if "scores" in result else {})
             per_seed.append({k: result[k] for k in ("seed", "mean", "std", "runs", "seconds")})
             commands += result["commands"]
         runs = [acc for r in per_seed for acc in r["runs"]]
@@ -330,7 +359,7 @@ class BenchRunner:
                 "mean": statistics.fmean(runs), "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
                 "runs": runs, "seeds": list(self.spec.seeds), "per_seed": per_seed, "settings": settings,
                 "commands": commands, "seconds": round(sum(r["seconds"] for r in per_seed), 1),
-                "seconds_this_attempt": round(time.time() - start, 1), **self.environment}
+                "seconds_this_attempt": round(time.time() - start, 1), **self.environment, **score_rounds(scored)}
 
     def continued(self, cell: Cell) -> list[str]:
         """What an interrupted attempt at ``cell`` left that the next run continues, in words (for
@@ -400,6 +429,7 @@ class BenchRunner:
         exists: checked before the first cell runs, so a typo never surfaces hours in."""
         from ..config import DistillConfig, EvalSettings
         from ..data import dataset_info
+        from ..selection import SelectSettings
 
         for dataset in self.spec.datasets:
             dataset_info(dataset)
@@ -412,6 +442,9 @@ class BenchRunner:
                     raise UsageError(f"{where}: {exc}") from None
                 if argv[0] == "eval":
                     EvalSettings.from_namespace(args)
+                    continue
+                if argv[0] == "select":
+                    SelectSettings.from_namespace(args)
                     continue
                 config = DistillConfig.from_namespace(args)
                 manager.matcher(config.matcher)

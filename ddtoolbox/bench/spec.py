@@ -26,6 +26,9 @@
 
     [methods.random]              # random real images per class
     random = true
+    [methods.herding]             # a coreset: 'ddtool select --method herding' on the buffer's first expert
+    coreset = "herding"
+    options = { kcenter_start = "mean" }   # optional 'ddtool select' options
     [methods.MTT]
     matcher = "mtt"
     [methods."DATM+CPD+DAE"]
@@ -39,6 +42,10 @@
 
 With ``paper`` values (and ``source = "..."`` in ``[bench]`` saying where they are from),
 ``ddtool bench SPEC --compare`` prints each cell beside its published value.
+
+``scores = true`` in [bench] adds DD-Ranking's LRS and ARS to every distilled and coreset cell
+(``ddtool eval --scores``, with the [full] section's network as the teacher, so [full] is required),
+and a table of them under the accuracies.
 
 Keys are option destinations, as in presets (``syn_steps`` for ``--syn-steps``), and every one is
 checked against the real parser before anything runs: a typo must fail in the first second, not
@@ -55,7 +62,7 @@ from pathlib import Path
 from ..errors import UsageError
 
 SECTIONS = {"bench", "buffer", "distill", "eval", "ipc", "full", "methods"}
-METHOD_KEYS = {"matcher", "plugins", "options", "ipc", "random", "datasets", "paper", "gpu_hours"}
+METHOD_KEYS = {"matcher", "plugins", "options", "ipc", "random", "datasets", "coreset", "paper", "gpu_hours"}
 NETWORK_KEYS = ("model", "width", "depth", "norm", "pooling")
 
 
@@ -69,10 +76,11 @@ class Method:
     per_ipc: dict = field(default_factory=dict)    #: {ipc: options} on top of ``options`` at that IPC
     paper: dict = field(default_factory=dict)      #: {(dataset, ipc): (mean %, spread %) or (mean %,)} as published
     gpu_hours: dict = field(default_factory=dict)  #: {(dataset, ipc): estimated GPU hours of one cell}
+    coreset: str | None = None        #: a 'ddtool select --method' (options: its options); None: not a coreset
 
     @property
     def random(self) -> bool:
-        return self.matcher is None
+        return self.matcher is None and self.coreset is None
 
     @property
     def slug(self) -> str:
@@ -94,6 +102,7 @@ class Spec:
     full: dict | None                 #: train-full options, or None for no full-data row
     seeds: list[int] | None = None    #: run each cell once per seed (distill and eval); None: once, with --seed
     source: str | None = None         #: where the methods' ``paper`` values come from
+    scores: bool = False              #: DD-Ranking's LRS and ARS for every distilled and coreset cell
 
     @property
     def network(self) -> dict:
@@ -148,13 +157,19 @@ def read_spec(path) -> Spec:
                                   and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise UsageError(f"{where}: [bench] seeds must be a list of distinct non-negative integers, e.g. "
                          f"seeds = [0, 1] (got {seeds!r}); leave it out to run each cell once with --seed")
-    unknown = sorted(set(bench) - {"title", "datasets", "ipcs", "seeds", "source"})
+    unknown = sorted(set(bench) - {"title", "datasets", "ipcs", "seeds", "scores", "source"})
     if unknown:
-        raise UsageError(f"{where}: unknown [bench] key(s) {unknown}; known: datasets, ipcs, seeds, source, title")
+        raise UsageError(f"{where}: unknown [bench] key(s) {unknown}; known: datasets, ipcs, scores, seeds, source, title")
+    scores = bench.get("scores", False)
+    if not isinstance(scores, bool):
+        raise UsageError(f"{where}: [bench] scores must be true or false (got {scores!r})")
+    if scores and full is None:
+        raise UsageError(f"{where}: [bench] scores = true needs a [full] section (its network is the scores' teacher "
+                         f"and its accuracy their full-data accuracy)")
     return Spec(path=path, title=str(bench.get("title", path.stem)), datasets=datasets, ipcs=sorted(set(ipcs)),
                 methods=methods, buffer=_table(data, "buffer", where, required=False),
                 distill=_table(data, "distill", where, required=False), eval=_table(data, "eval", where, required=False),
-                per_ipc=per_ipc, full=full, seeds=seeds,
+                per_ipc=per_ipc, full=full, seeds=seeds, scores=scores,
                 source=str(bench["source"]) if "source" in bench else None)
 
 
@@ -172,7 +187,9 @@ def check_spec(spec: Spec, parsers: dict) -> None:
             check_preset(f"{spec.path} [ipc.{ipc}.distill]", {"distill": over["distill"]}, parsers)
     check_preset(str(spec.path), sections, parsers)
     for m in spec.methods:
-        if not m.random:
+        if m.coreset is not None:
+            check_preset(f"{spec.path} [methods.{m.name}]", {"select": m.options}, parsers)
+        elif not m.random:
             for ipc in spec.ipcs:
                 check_preset(f"{spec.path} [methods.{m.name}] at IPC {ipc}", {"distill": spec.distill_options(ipc, m)},
                              parsers)
@@ -230,6 +247,19 @@ def _per_cell(m, key, name, where, all_datasets, valid, what) -> dict:
 
 
 def _plain_method(name, m, where, datasets) -> Method:
+    if m.get("coreset") is not None:
+        from ..selection import METHODS
+
+        if set(m) - {"coreset", "options", "datasets"}:
+            raise UsageError(f"{where}: [methods.{name}] is a coreset; it takes options and datasets, no matcher, "
+                             f"plugins or random")
+        if m["coreset"] not in METHODS:
+            raise UsageError(f"{where}: [methods.{name}] coreset must be one of {', '.join(METHODS)} "
+                             f"(got {m['coreset']!r})")
+        options = m.get("options", {})
+        if not isinstance(options, dict):
+            raise UsageError(f"{where}: [methods.{name}] options must be a table of 'ddtool select' options")
+        return Method(name, options=options, datasets=datasets, coreset=m["coreset"])
     if m.get("random"):
         if set(m) - {"random", "datasets"}:
             raise UsageError(f"{where}: [methods.{name}] is the random baseline; it takes no matcher, plugins or options")

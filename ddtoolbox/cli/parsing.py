@@ -13,8 +13,8 @@ from ..errors import PluginError, UsageError, warn
 from ..options import add_arguments
 
 #: ddtool's own commands in the order ``ddtool --help`` lists them; plugins' commands follow
-ORDER = ("demo", "buffer", "distill", "eval", "report", "train-full", "bench-speed", "bench", "presets", "plugins",
-         "data", "compdd")
+ORDER = ("demo", "buffer", "distill", "select", "eval", "report", "export", "train-full", "bench-speed", "bench",
+         "presets", "plugins", "data", "compdd")
 
 
 class Parser(argparse.ArgumentParser):

@@ -20,7 +20,12 @@ def run_eval(args, pm) -> None:
     from ...io import write_json
 
     settings = EvalSettings.from_namespace(args)
-    result = evaluate_synthetic(settings, report=print)
+    if settings.scores:
+        from ...ranking import score_set
+
+        result = score_set(settings, report=print)
+    else:
+        result = evaluate_synthetic(settings, report=print)
     from ...parallel import is_main
 
     if settings.json and is_main():
