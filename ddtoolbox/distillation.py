@@ -35,6 +35,11 @@ from .runtime import configure_backends, environment, honours_threads, random_st
 from .viz import save_image_grid
 
 
+#: the versions of synthetic.pt's and metrics.json's layouts (docs/formats.md, ddtoolbox.formats)
+SYNTHETIC_VERSION = 1
+METRICS_VERSION = 1
+
+
 @dataclass(eq=False)
 class Run:
     """One distillation run, as plugins and matchers see it.
@@ -317,7 +322,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
         "labels": run.labels.cpu().clone(),
         "lr": run.syn_lr.detach().cpu().clone(),
         "meta": {
-            "format": "ddtoolbox-synthetic", "ddtoolbox_version": __version__,
+            "format": "ddtoolbox-synthetic", "format_version": SYNTHETIC_VERSION, "ddtoolbox_version": __version__,
             "dataset": info.name, "channels": info.channels, "image_size": list(info.image_size),
             "num_classes": info.num_classes, "class_names": list(info.class_names),
             "mean": list(info.mean), "std": list(info.std), "ipc": c.ipc,
@@ -345,7 +350,7 @@ def save_run(run: Run, seconds: float) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
     metrics = {
-        "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
+        "format_version": METRICS_VERSION, "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
         "divergent_updates_skipped": sum(1 for h in run.history if "diverged" in h),
