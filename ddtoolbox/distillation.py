@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .augment import DSA
+from .augment import DSA, siamese
 from .buffer import Buffer
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import RUNTIME_FIELDS, DistillConfig
 from .data import image_record, load_dataset
 from .errors import Diverged, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
-from .loop import Loop
+from .loop import Loop, make_optimisers, run_generator
 from .matchers import Matcher, MatcherContext
 from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
@@ -74,6 +74,18 @@ class Run:
     parallel: str = "none"            #: under torchrun: batch or segments (``--parallel``); none for one process
     writes: bool = True               #: whether this process writes files (under torchrun only rank 0 does);
                                       #: a plugin writes under ``out_dir`` only when it is True
+    optimisers: dict = field(default_factory=dict)  #: images / lr / targets -> the live torch optimiser
+    generator: torch.Generator | None = None        #: the run's own CPU generator, seeded by --seed, checkpointed
+    inner_loss: object = None         #: this iteration's student loss ``(logits, targets) -> loss`` (on_inner_loss)
+
+    def augment_pair(self, real: torch.Tensor, syn: torch.Tensor, params=None):
+        """One DSA draw applied to a real and a synthetic batch: ``(real_aug, syn_aug, params)``.
+
+        Both batches get the same group and image ``i`` of each the same transform
+        (:func:`ddtoolbox.augment.siamese`); pass ``params`` back to replay it. With ``--no-dsa`` the
+        batches come back unchanged, with ``params`` ``None``.
+        """
+        return siamese(self.augment, real, syn, params)
 
     def log(self, **values) -> None:
         """Add plain numbers to the current iteration's record in ``metrics.json``."""
@@ -180,7 +192,9 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
         run = Run(config=config, out_dir=out, device=device, info=train_set.info, train_set=train_set,
                   buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
-                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main)
+                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main,
+                  generator=run_generator(config.seed), inner_loss=matcher.inner_loss)
+        run.optimisers.update(make_optimisers(run))
         hooks = pm.run_hooks(active)
         failure = None
         try:

@@ -88,6 +88,7 @@ def test_checkpoint_pt_fits_its_schema(stopped_run):
     obj = load(stopped_run / "checkpoint.pt")
     assert formats.check(obj, formats.CHECKPOINT) == []
     assert obj["iteration"] == 1 and [h["iteration"] for h in obj["history"]] == [0, 1]
+    assert "run" in obj["rng"]                 # run.generator is checkpointed
 
 
 def test_bench_result_json_fits_its_schema(toy_dataset, tmp_path):
