@@ -22,7 +22,7 @@ from .buffer import Buffer
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import RUNTIME_FIELDS, DistillConfig
 from .data import image_record, load_dataset
-from .errors import Diverged, UsageError, forget_warnings, warn
+from .errors import Diverged, PluginError, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
 from .loop import Loop, make_optimisers, run_generator
 from .matchers import Matcher, MatcherContext
@@ -139,6 +139,9 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     progress = progress and main
     out = Path(config.out)
     checkpoint = None
+    active = pm.activate(plugins)      # module-path plugins may register the matcher
+    matcher_entry = pm.matcher(config.matcher)
+    config = matcher_settings(config, matcher_entry)
     if config.resume:
         checkpoint = load_checkpoint(checkpoint_path(out))
         check_same_run(config, plugins, options or {}, checkpoint)
@@ -146,8 +149,6 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         if began_on != device.type and main:
             warn(f"the run in {out} began on {began_on} and now runs on {device.type}: it continues, but its "
                  f"result will differ (at float rounding, growing with the iterations) from an uninterrupted run")
-    active = pm.activate(plugins)      # module-path plugins may register the matcher
-    matcher_entry = pm.matcher(config.matcher)
     if matcher_entry.plugin not in active:
         active.append(matcher_entry.plugin)
     plugin_options = pm.plugin_options("distill", dict(options or {}), active)
@@ -215,6 +216,23 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         if main:
             lock.__exit__(None, None, None)
     return run
+
+
+def matcher_settings(config: DistillConfig, entry) -> DistillConfig:
+    """``config`` with the matcher's own defaults (``Matcher.defaults``) for the fields left at the
+    core's, and a warning for each option it does not use (``Matcher.unused``) that was set."""
+    cls, fields = entry.obj, DistillConfig.__dataclass_fields__
+    defaults, unused = dict(getattr(cls, "defaults", None) or {}), tuple(getattr(cls, "unused", None) or ())
+    wrong = [k for k in (*defaults, *unused) if k not in fields or k in RUNTIME_FIELDS]
+    if wrong:
+        raise PluginError(f"matcher '{config.matcher}' of plugin '{entry.plugin}' declares defaults or unused options "
+                          f"for {', '.join(wrong)}, which are not distill settings a matcher may change; see "
+                          f"'ddtool distill --help'", entry.plugin, "Matcher.defaults")
+    for k in unused:
+        if getattr(config, k) != fields[k].default:
+            warn(f"--matcher {config.matcher} does not use --{k.replace('_', '-')}; ignoring it")
+    changes = {k: v for k, v in defaults.items() if getattr(config, k) == fields[k].default}
+    return config.replace(**changes) if changes else config
 
 
 def prepare_output(config: DistillConfig, info) -> None:
@@ -330,6 +348,7 @@ def _plain(options) -> dict:
 def synthetic_record(run: Run, seconds: float) -> dict:
     """The contents of ``synthetic.pt``: tensors plus plain metadata (loads with weights_only=True)."""
     c, info = run.config, run.info
+    unused = tuple(run.matcher.unused or ())
     model, model_opts = run.matcher.network()
     record = {
         "images": run.images.detach().cpu().clone(),
@@ -342,7 +361,9 @@ def synthetic_record(run: Run, seconds: float) -> dict:
             "mean": list(info.mean), "std": list(info.std), "ipc": c.ipc,
             "model": model, "model_options": model_opts,
             "matcher": c.matcher, "plugins": list(run.plugins), "iterations": c.iterations,
-            "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
+            "syn_steps": None if "syn_steps" in unused else c.syn_steps,
+            "expert_epochs": None if "expert_epochs" in unused else c.expert_epochs,
+            **({"unused": sorted(unused)} if unused else {}), "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
             "parallel": run.parallel, "world_size": parallel.world(),

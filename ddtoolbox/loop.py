@@ -111,7 +111,10 @@ class Loop:
                 if snapshot_every and (it + 1) % snapshot_every == 0 and it < c.iterations - 1:
                     self.save_snapshot(it + 1)   # the last iteration's images are synthetic.png
                 self.hooks.on_iteration(run, record=run.record)
-                bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
+                if "lr_lr" in run.matcher.unused:
+                    bar.set_postfix(loss=f"{run.loss:.4f}")
+                else:
+                    bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
                 seconds = self.seconds_before + time.time() - started
                 signum = stop.signum
                 if run.parallel != "none":   # every rank stops after the same iteration

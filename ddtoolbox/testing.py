@@ -71,11 +71,15 @@ def register_toy_dataset() -> str:
 
 
 def toy_config(buffer, out, **changes):
-    """A :class:`ddtoolbox.DistillConfig` for the toy buffer (:data:`TOY_DISTILL`'s settings)."""
+    """A :class:`ddtoolbox.DistillConfig` for the toy buffer (:data:`TOY_DISTILL`'s settings).
+
+    One CPU thread (``threads=1``): toy networks gain nothing from more, and on a busy machine extra
+    threads spin and make a one-second test take half a minute. Pass ``threads=None`` for torch's default.
+    """
     from .config import DistillConfig
 
     values = dict(dataset=TOY_NAME, buffer=str(buffer), out=str(out), ipc=2, syn_steps=3, expert_epochs=1,
-                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2)
+                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2, threads=1)
     values.update(changes)
     return DistillConfig(**values)
 

@@ -54,6 +54,13 @@ class Matcher:
     learn_targets = False
     #: whether the matcher reads expert trajectories (``--buffer``); False also means no unroll
     needs_buffer = True
+    #: core options this matcher wants at other defaults than the core's, by field: ``{"lr_img": 100.0}``.
+    #: A field the run leaves at the core's default takes the matcher's (``--help`` lists them).
+    defaults: dict = {}
+    #: core options (fields) this matcher never reads, e.g. ``("syn_steps", "expert_epochs")``: giving one
+    #: warns, ``synthetic.pt`` records ``null`` for ``syn_steps`` / ``expert_epochs`` among them, and
+    #: ``"lr_lr"`` here (no learned student lr) hides the learned lr from the progress bar and summary
+    unused: tuple = ()
 
     def __init__(self, ctx: MatcherContext):
         self.ctx = ctx
