@@ -35,7 +35,7 @@ TOY_CLASSES = 4
 TOY_SIZE = 16
 #: distill options sized for the toy buffer (its trajectories have 4 epochs)
 TOY_DISTILL = ("--ipc", "2", "--syn-steps", "3", "--expert-epochs", "1", "--max-start-epoch", "3",
-               "--lr-img", "10", "--device", "cpu", "--quiet")
+               "--lr-img", "10", "--device", "cpu", "--quiet", "--threads", "1")
 #: the settings of the toy buffer, and the same as ``ddtool buffer`` options
 TOY_BUFFER_SETTINGS = dict(num_experts=2, train_epochs=4, width=8, batch_size=32, lr=0.05, device="cpu", quiet=True)
 TOY_BUFFER = ("--num-experts", "2", "--epochs", "4", "--width", "8", "--batch-size", "32", "--lr", "0.05",
