@@ -47,7 +47,11 @@ to stderr, and ``DDTOOL_DEBUG=1`` to see a failing plugin's full traceback inste
 
 Everything a plugin needs arrives as an argument; a plugin never reaches into the core's private
 state. ``run`` is a :class:`ddtoolbox.Run`; treat its tensors as read-only unless a hook says
-otherwise.
+otherwise. Three handles on it are for plugins and matchers: ``run.optimisers`` (read-write: param
+groups' hyper-parameters and gradients in place; docs/plugins.md says what is safe),
+``run.generator`` (the run's own generator, seeded by ``--seed`` and checkpointed: draw from it,
+not from torch's global one, to leave the run's other draws alone) and ``run.augment_pair(real,
+syn)`` (one DSA draw applied to a real and a synthetic batch, replayable).
 """
 
 from __future__ import annotations
