@@ -385,7 +385,8 @@ def save_run(run: Run, seconds: float) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
     metrics = {
-        "format_version": METRICS_VERSION, "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
+        "format_version": METRICS_VERSION, "meta": record["meta"], "environment": environment(run.device),
+        "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
         "divergent_updates_skipped": sum(1 for h in run.history if "diverged" in h),

@@ -289,7 +289,8 @@ def check(obj, schema: Schema, where: str = "") -> list[str]:
             continue
         value = obj[f.name]
         if not matches(value, f.kind):
-            shown = f"a {value.dtype} tensor of shape {tuple(value.shape)}" if hasattr(value, "shape") else repr(value)[:60]
+            shown = (f"a {value.dtype} tensor of shape {tuple(value.shape)}" if hasattr(value, "shape")
+                     else repr(value)[:60])
             problems.append(f"{where}.{f.name}: {shown} is not {f.kind}")
         elif f.of is not None:
             for i, entry in enumerate(value if isinstance(value, list) else [value]):

@@ -11,9 +11,10 @@ Two kinds of hooks:
   :func:`register_presets`, :func:`register_commands`, :func:`add_options`) are called on every
   installed plugin, so ``ddtool plugins`` and ``--help`` can show everything that is available.
 * **Run hooks** (:func:`on_run_start`, :func:`on_iteration_start`, :func:`on_inner_loss`,
-  :func:`on_loss_vector`, :func:`on_pixel_grad`, :func:`on_iteration`, :func:`on_run_end`) are called only on the plugins that are *active* in a
-  run: those named with ``--plugin`` and the plugin that provides the chosen matcher. Installing a
-  plugin therefore never changes a result by itself.
+  :func:`on_loss_vector`, :func:`on_pixel_grad`, :func:`on_iteration`, :func:`on_run_end`) are
+  called only on the plugins that are *active* in a run: those named with ``--plugin`` and the
+  plugin that provides the chosen matcher. Installing a plugin therefore never changes a result by
+  itself.
 
 Every run hook may also name three arguments that are the calling plugin's own:
 

@@ -2,7 +2,8 @@
 
 One iteration: ``on_iteration_start`` -> ``on_inner_loss`` -> the matcher's loss terms ->
 ``on_loss_vector`` -> Eq. 1 -> backward -> ``on_pixel_grad`` -> optimiser steps (unless the matcher
-skips them) -> divergence check -> the matcher's ``after_update`` -> ``on_iteration``. Around the iterations:
+skips them) -> divergence check -> the matcher's ``after_update`` -> ``on_iteration``. Around the
+iterations:
 
 * **Checkpoints** every ``--checkpoint-every`` iterations and at least every
   ``--checkpoint-minutes`` (:mod:`ddtoolbox.checkpoint`), so a killed run loses little and resumes
@@ -250,7 +251,8 @@ class Loop:
         ckpt = checkpoint_path(run.out_dir)
         kept = (f"the last good state is {ckpt}" if ckpt.exists() else
                 "no checkpoint was written before it")
-        raise Diverged(f"diverged at iteration {it} (counted from 0, as in metrics.json): the {problem} (--lr-img {c.lr_img:g}, --lr-lr {c.lr_lr:g}); "
+        raise Diverged(f"diverged at iteration {it} (counted from 0, as in metrics.json): the {problem} "
+                       f"(--lr-img {c.lr_img:g}, --lr-lr {c.lr_lr:g}); "
                        f"{kept}; no result was written. Lower --lr-img / --lr-lr, or pass --on-divergence skip")
 
     def watch_floor(self, it: int) -> None:

@@ -30,7 +30,8 @@ from .errors import PluginError, UsageError, brief, debugging, warn
 from .options import option_fields
 
 ENTRY_POINT_GROUP = "ddtoolbox"
-RUN_HOOKS = ("on_run_start", "on_iteration_start", "on_inner_loss", "on_loss_vector", "on_pixel_grad", "on_iteration", "on_run_end")
+RUN_HOOKS = ("on_run_start", "on_iteration_start", "on_inner_loss", "on_loss_vector", "on_pixel_grad", "on_iteration",
+             "on_run_end")
 #: set to 1 to print every hook call: hook, plugin, argument summaries, result and time
 TRACE_ENV = "DDTOOL_TRACE_HOOKS"
 #: the commands whose options plugins may add to (distill: the run's plugins; buffer: the trainer)
