@@ -38,3 +38,18 @@ def test_a_bad_set_is_one_line(toy_run, tmp_path):
     (tmp_path / "synthetic.pt").write_bytes((toy_run[0] / "synthetic.pt").read_bytes())
     with pytest.raises(UsageError, match="manifest"):      # copied away from its run: not a published result
         load_set(tmp_path / "synthetic.pt")
+
+
+def test_info_from_a_buffers_metadata(toy_buffer, toy_dataset):
+    import json
+    from pathlib import Path
+
+    from ddtoolbox.sets import info_from_meta
+
+    info = info_from_meta(json.loads((Path(toy_buffer) / "buffer.json").read_text()))
+    real = load_dataset(toy_dataset, "train").info
+    assert (info.name, info.channels, info.image_size, info.num_classes, info.mean, info.std) == \
+        (real.name, real.channels, real.image_size, real.num_classes, real.mean, real.std)
+    assert info.class_names == ("0", "1", "2", "3")          # buffer.json records no class names
+    with pytest.raises(UsageError, match="does not describe its dataset"):
+        info_from_meta({"dataset": "x"})
