@@ -119,13 +119,16 @@ class Run:
 
 @honours_threads
 def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
-            manager: PluginManager | None = None, progress: bool | None = None) -> Run:
+            manager: PluginManager | None = None, progress: bool | None = None, explicit=()) -> Run:
     """Distil a synthetic set as ``config`` says, write it under ``config.out`` and return the run.
 
     :param plugins: names (or module paths) of plugins to activate, e.g. ``["cpd", "dae"]``.
     :param options: plugin options by field name, e.g. ``{"cpd_alpha": 0.25}``.
     :param manager: the plugin manager (default: a new one over the installed plugins).
     :param progress: show a progress bar (default: ``not config.quiet``).
+    :param explicit: fields of ``config`` set on purpose (the command line passes the flags it was
+        given): they keep their value even where it equals the core's default and the matcher
+        declares another (``Matcher.defaults``).
 
     With ``config.resume`` the run in ``config.out`` continues from its checkpoint; ``config``,
     ``plugins`` and ``options`` must then be the checkpoint's (:func:`resume_settings` gives them).
@@ -141,7 +144,8 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     checkpoint = None
     active = pm.activate(plugins)      # module-path plugins may register the matcher
     matcher_entry = pm.matcher(config.matcher)
-    config = matcher_settings(config, matcher_entry)
+    if not config.resume:        # a resumed run's settings are the checkpoint's, already resolved
+        config = matcher_settings(config, matcher_entry, explicit)
     if config.resume:
         checkpoint = load_checkpoint(checkpoint_path(out))
         check_same_run(config, plugins, options or {}, checkpoint)
@@ -218,9 +222,10 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     return run
 
 
-def matcher_settings(config: DistillConfig, entry) -> DistillConfig:
+def matcher_settings(config: DistillConfig, entry, explicit=()) -> DistillConfig:
     """``config`` with the matcher's own defaults (``Matcher.defaults``) for the fields left at the
-    core's, and a warning for each option it does not use (``Matcher.unused``) that was set."""
+    core's (and not in ``explicit``), and a warning for each option it does not use
+    (``Matcher.unused``) that was set."""
     cls, fields = entry.obj, DistillConfig.__dataclass_fields__
     defaults, unused = dict(getattr(cls, "defaults", None) or {}), tuple(getattr(cls, "unused", None) or ())
     wrong = [k for k in (*defaults, *unused) if k not in fields or k in RUNTIME_FIELDS]
@@ -229,9 +234,9 @@ def matcher_settings(config: DistillConfig, entry) -> DistillConfig:
                           f"for {', '.join(wrong)}, which are not distill settings a matcher may change; see "
                           f"'ddtool distill --help'", entry.plugin, "Matcher.defaults")
     for k in unused:
-        if getattr(config, k) != fields[k].default:
+        if getattr(config, k) != fields[k].default or k in explicit:
             warn(f"--matcher {config.matcher} does not use --{k.replace('_', '-')}; ignoring it")
-    changes = {k: v for k, v in defaults.items() if getattr(config, k) == fields[k].default}
+    changes = {k: v for k, v in defaults.items() if k not in explicit and getattr(config, k) == fields[k].default}
     return config.replace(**changes) if changes else config
 
 

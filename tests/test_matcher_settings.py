@@ -97,6 +97,22 @@ def test_a_matcher_default_fills_a_setting_left_at_the_cores(modules, toy_datase
     assert given.config.lr_img == 7.0                                    # a value given wins
 
 
+def test_a_flag_given_on_the_command_line_wins_even_at_the_cores_default(modules, toy_dataset, tmp_path,
+                                                                          monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setenv("STOP_AT", "0")
+    r = run_cli("distill", "--dataset", toy_dataset, "--matcher", "mean-image", "--plugin", "mean_image",
+                "--plugin", "stop_at", "--out", out, "--ipc", "1", "--iterations", "2", "--device", "cpu",
+                "--threads", "1", "--quiet", "--lr-img", "1000")
+    assert r.code == 143, r.err
+    monkeypatch.delenv("STOP_AT")
+    r = run_cli("distill", "--resume", "--out", out)           # the checkpoint's 1000 is not re-resolved
+    assert r.code == 0, r.err
+    assert json.loads((out / "metrics.json").read_text())["config"]["lr_img"] == 1000.0
+    run = distill(mean_config(toy_dataset, tmp_path / "py"), plugins=["mean_image"], explicit={"lr_img"})
+    assert run.config.lr_img == 1000.0
+
+
 def test_unused_options_are_not_recorded_and_warned_about_when_given(modules, toy_dataset, tmp_path):
     r = run_cli("distill", "--dataset", toy_dataset, "--matcher", "mean-image", "--plugin", "mean_image",
                 "--out", tmp_path / "a", "--ipc", "1", "--iterations", "2", "--device", "cpu", "--threads", "1",

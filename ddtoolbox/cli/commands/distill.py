@@ -26,7 +26,7 @@ def run(args, pm) -> None:
         config, plugins, options = resume_settings(args, pm)
     else:
         config, plugins, options = DistillConfig.from_namespace(args), args.plugins, pm.option_values("distill", args)
-    run = distill(config, plugins=plugins, options=options, manager=pm)
+    run = distill(config, plugins=plugins, options=options, manager=pm, explicit=getattr(args, "given", ()))
     from ...parallel import is_main
 
     if not is_main():
