@@ -5,6 +5,7 @@ The public surface, for plugin authors and Python users alike (see ``docs/plugin
     from ddtoolbox import hookimpl, Run, Matcher, TrajectoryMatcher, MatcherContext
     from ddtoolbox import UsageError, warn
     from ddtoolbox import DistillConfig, BufferConfig, EvalSettings, distill, train_buffer, evaluate_synthetic
+    from ddtoolbox import load_set, SyntheticSet
 
 Names other than :data:`hookimpl` are imported on first use, so ``import ddtoolbox`` stays cheap.
 """
@@ -25,6 +26,7 @@ _LAZY = {
     "UsageError": "ddtoolbox.errors", "PluginError": "ddtoolbox.errors", "warn": "ddtoolbox.errors",
     "DistillConfig": "ddtoolbox.config", "BufferConfig": "ddtoolbox.config", "EvalSettings": "ddtoolbox.config",
     "train_buffer": "ddtoolbox.experts", "evaluate_synthetic": "ddtoolbox.evaluate",
+    "load_set": "ddtoolbox.sets", "SyntheticSet": "ddtoolbox.sets",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ddtoolbox.errors import UsageError
 
-__all__ = ["GROUPS", "AugParams", "DSA", "dsa_disabled", "crop_pad", "RandomCutout", "RandomDSAColor"]
+__all__ = ["GROUPS", "AugParams", "DSA", "dsa_disabled", "crop_pad", "siamese", "RandomCutout", "RandomDSAColor"]
 
 GROUPS: Tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
@@ -343,6 +343,50 @@ class DSA(torch.nn.Module):
         # A shallow copy: Kornia may insert keys into the dict it is given, and AugParams is meant to be
         # reusable any number of times.
         return aug(x, params=dict(params.params)), params
+
+
+def first_images(params: AugParams, n: int) -> AugParams:
+    """The parameters ``params`` drew for its first ``n`` images, to replay on a batch of ``n``."""
+    out = {}
+    batch = int(params.params["forward_input_shape"][0])
+    for key, value in params.params.items():
+        if key == "forward_input_shape":
+            value = value.clone()
+            value[0] = n
+        elif isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch:
+            value = value[:n]
+        out[key] = value
+    return AugParams(params.group, out)
+
+
+def siamese(augment, real: Tensor, syn: Tensor, params=None) -> Tuple[Tensor, Tensor, Optional[tuple]]:
+    """One DSA draw applied to a real and a synthetic batch: ``(real_aug, syn_aug, params)``.
+
+    Gradient- and distribution-matching compare a real and a synthetic batch; augmenting them
+    independently would add a random mismatch to what is compared. As the reference DSA's shared
+    seed does, both batches get the same group, and image ``i`` of each the same parameters: the
+    parameters are drawn once, for the larger batch, and the smaller batch replays those of its
+    first images (:func:`first_images`). The generator advances by that one draw.
+
+    ``params`` (the third value of an earlier call) replays the same transforms on both batches
+    without drawing, as :meth:`DSA.forward` does. ``augment`` ``None`` (``--no-dsa``) returns the
+    batches unchanged and ``None``.
+    """
+    if augment is None:
+        return real, syn, None
+    if params is None:
+        big = real if len(real) >= len(syn) else syn
+        big_aug, drawn = augment(big)
+        if drawn is None:          # dsa_disabled(): nothing was drawn, nothing to share
+            return augment(real)[0], augment(syn)[0], None
+        small = syn if big is real else real
+        small_params = first_images(drawn, len(small))
+        params = (drawn, small_params) if big is real else (small_params, drawn)
+        real_aug = big_aug if big is real else augment(real, params=params[0])[0]
+        syn_aug = big_aug if big is syn else augment(syn, params=params[1])[0]
+        return real_aug, syn_aug, params
+    real_params, syn_params = params
+    return augment(real, params=real_params)[0], augment(syn, params=syn_params)[0], params
 
 
 class _NoDSA(torch.nn.Module):

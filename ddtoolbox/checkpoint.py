@@ -68,7 +68,7 @@ def checkpoint_path(out) -> Path:
 
 def save_checkpoint(path, *, iteration: int, config: dict, plugins: list, options: dict, images, labels, targets,
                     syn_lr, optimisers: dict, matcher_state: dict, plugin_state: dict, history: list,
-                    seconds: float, device: str) -> Path:
+                    seconds: float, device: str, generator: torch.Generator | None = None) -> Path:
     """Write the run's state after ``iteration`` (atomically); ``device`` is the kind it ran on (cpu, cuda)."""
     return save_tensors(path, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "ddtoolbox_version": __version__,
@@ -77,7 +77,8 @@ def save_checkpoint(path, *, iteration: int, config: dict, plugins: list, option
         "targets": targets.detach().cpu().clone(),
         "syn_lr": syn_lr.detach().cpu().clone(),
         "optimisers": {name: opt.state_dict() for name, opt in optimisers.items()},
-        "rng": rng_state(), "matcher": matcher_state, "plugin_state": plugin_state, "history": history,
+        "rng": {**rng_state(), **({"run": generator.get_state()} if generator is not None else {})},
+        "matcher": matcher_state, "plugin_state": plugin_state, "history": history,
         "seconds": float(seconds), "device": str(device),
     })
 

@@ -122,7 +122,7 @@ RESUME = "checkpoints, resume and divergence"
 #: settings that may differ when a run is resumed: how it runs, not what it computes (a run that began
 #: on a GPU may finish on the CPU, at float rounding from where it would have been)
 RUNTIME_FIELDS = ("quiet", "threads", "device", "data_root", "dist_backend", "dist_timeout", "checkpoint_every",
-                  "checkpoint_minutes", "resume", "overwrite")
+                  "checkpoint_minutes", "resume", "overwrite", "no_report")
 EVAL_PROTOCOL = "evaluation protocol (fresh ConvNets, SGD momentum 0.9, wd 5e-4, DSA)"
 #: what ``ddtool eval --accuracy`` reports per network; only the first is the standard protocol
 ACCURACIES = ("final", "max-over-checkpoints")
@@ -190,6 +190,9 @@ class DistillConfig(ImageSettings, NetworkSettings, CommonSettings):
                                  "checkpoint (a flag that contradicts them is refused; how it runs, such as --threads or "
                                  "--device, may change)", group=RESUME)
     overwrite: bool = option(False, "replace a finished result in --out (default: refuse)", group=RESUME)
+    no_report: bool = option(False, "do not write OUT/report.html at the end (see 'ddtool report'); a resumed run "
+                                    "keeps this choice. Python's distill() writes no report either way",
+                             group=RESUME)
     on_divergence: str = option("stop", "when an update makes the loss, images, lr or labels non-finite or the "
                                         "pixels leave a sane range: stop (exit 3, the last good state kept as the "
                                         "checkpoint) or skip (drop that update, count it in metrics.json)",

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .augment import DSA
+from .augment import DSA, siamese
 from .buffer import Buffer
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import RUNTIME_FIELDS, DistillConfig
 from .data import image_record, load_dataset
-from .errors import Diverged, UsageError, forget_warnings, warn
+from .errors import Diverged, PluginError, UsageError, forget_warnings, warn
 from .io import save_tensors, write_json
-from .loop import Loop
+from .loop import Loop, make_optimisers, run_generator
 from .matchers import Matcher, MatcherContext
 from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
@@ -33,6 +33,11 @@ from .plugins import PluginManager
 from . import parallel
 from .runtime import configure_backends, environment, honours_threads, random_state_kept, seed_everything
 from .viz import save_image_grid
+
+
+#: the versions of synthetic.pt's and metrics.json's layouts (docs/formats.md, ddtoolbox.schemas)
+SYNTHETIC_VERSION = 1
+METRICS_VERSION = 1
 
 
 @dataclass(eq=False)
@@ -69,6 +74,18 @@ class Run:
     parallel: str = "none"            #: under torchrun: batch or segments (``--parallel``); none for one process
     writes: bool = True               #: whether this process writes files (under torchrun only rank 0 does);
                                       #: a plugin writes under ``out_dir`` only when it is True
+    optimisers: dict = field(default_factory=dict)  #: images / lr / targets -> the live torch optimiser
+    generator: torch.Generator | None = None        #: the run's own CPU generator, seeded by --seed, checkpointed
+    inner_loss: object = None         #: this iteration's student loss ``(logits, targets) -> loss`` (on_inner_loss)
+
+    def augment_pair(self, real: torch.Tensor, syn: torch.Tensor, params=None):
+        """One DSA draw applied to a real and a synthetic batch: ``(real_aug, syn_aug, params)``.
+
+        Both batches get the same group and image ``i`` of each the same transform
+        (:func:`ddtoolbox.augment.siamese`); pass ``params`` back to replay it. With ``--no-dsa`` the
+        batches come back unchanged, with ``params`` ``None``.
+        """
+        return siamese(self.augment, real, syn, params)
 
     def log(self, **values) -> None:
         """Add plain numbers to the current iteration's record in ``metrics.json``."""
@@ -102,13 +119,16 @@ class Run:
 
 @honours_threads
 def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
-            manager: PluginManager | None = None, progress: bool | None = None) -> Run:
+            manager: PluginManager | None = None, progress: bool | None = None, explicit=()) -> Run:
     """Distil a synthetic set as ``config`` says, write it under ``config.out`` and return the run.
 
     :param plugins: names (or module paths) of plugins to activate, e.g. ``["cpd", "dae"]``.
     :param options: plugin options by field name, e.g. ``{"cpd_alpha": 0.25}``.
     :param manager: the plugin manager (default: a new one over the installed plugins).
     :param progress: show a progress bar (default: ``not config.quiet``).
+    :param explicit: fields of ``config`` set on purpose (the command line passes the flags it was
+        given): they keep their value even where it equals the core's default and the matcher
+        declares another (``Matcher.defaults``).
 
     With ``config.resume`` the run in ``config.out`` continues from its checkpoint; ``config``,
     ``plugins`` and ``options`` must then be the checkpoint's (:func:`resume_settings` gives them).
@@ -122,6 +142,10 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     progress = progress and main
     out = Path(config.out)
     checkpoint = None
+    active = pm.activate(plugins)      # module-path plugins may register the matcher
+    matcher_entry = pm.matcher(config.matcher)
+    if not config.resume:        # a resumed run's settings are the checkpoint's, already resolved
+        config = matcher_settings(config, matcher_entry, explicit)
     if config.resume:
         checkpoint = load_checkpoint(checkpoint_path(out))
         check_same_run(config, plugins, options or {}, checkpoint)
@@ -129,8 +153,6 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         if began_on != device.type and main:
             warn(f"the run in {out} began on {began_on} and now runs on {device.type}: it continues, but its "
                  f"result will differ (at float rounding, growing with the iterations) from an uninterrupted run")
-    active = pm.activate(plugins)      # module-path plugins may register the matcher
-    matcher_entry = pm.matcher(config.matcher)
     if matcher_entry.plugin not in active:
         active.append(matcher_entry.plugin)
     plugin_options = pm.plugin_options("distill", dict(options or {}), active)
@@ -175,7 +197,9 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         syn_lr = torch.tensor(float(first_lr), device=device, requires_grad=True)
         run = Run(config=config, out_dir=out, device=device, info=train_set.info, train_set=train_set,
                   buffer=buffer, matcher=matcher, augment=augment, images=images, labels=labels, targets=targets,
-                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main)
+                  syn_lr=syn_lr, plugins=active, options=plugin_options, parallel=mode, writes=main,
+                  generator=run_generator(config.seed), inner_loss=matcher.inner_loss)
+        run.optimisers.update(make_optimisers(run))
         hooks = pm.run_hooks(active)
         failure = None
         try:
@@ -196,6 +220,24 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
         if main:
             lock.__exit__(None, None, None)
     return run
+
+
+def matcher_settings(config: DistillConfig, entry, explicit=()) -> DistillConfig:
+    """``config`` with the matcher's own defaults (``Matcher.defaults``) for the fields left at the
+    core's (and not in ``explicit``), and a warning for each option it does not use
+    (``Matcher.unused``) that was set."""
+    cls, fields = entry.obj, DistillConfig.__dataclass_fields__
+    defaults, unused = dict(getattr(cls, "defaults", None) or {}), tuple(getattr(cls, "unused", None) or ())
+    wrong = [k for k in (*defaults, *unused) if k not in fields or k in RUNTIME_FIELDS]
+    if wrong:
+        raise PluginError(f"matcher '{config.matcher}' of plugin '{entry.plugin}' declares defaults or unused options "
+                          f"for {', '.join(wrong)}, which are not distill settings a matcher may change; see "
+                          f"'ddtool distill --help'", entry.plugin, "Matcher.defaults")
+    for k in unused:
+        if getattr(config, k) != fields[k].default or k in explicit:
+            warn(f"--matcher {config.matcher} does not use --{k.replace('_', '-')}; ignoring it")
+    changes = {k: v for k, v in defaults.items() if k not in explicit and getattr(config, k) == fields[k].default}
+    return config.replace(**changes) if changes else config
 
 
 def prepare_output(config: DistillConfig, info) -> None:
@@ -311,19 +353,22 @@ def _plain(options) -> dict:
 def synthetic_record(run: Run, seconds: float) -> dict:
     """The contents of ``synthetic.pt``: tensors plus plain metadata (loads with weights_only=True)."""
     c, info = run.config, run.info
+    unused = tuple(run.matcher.unused or ())
     model, model_opts = run.matcher.network()
     record = {
         "images": run.images.detach().cpu().clone(),
         "labels": run.labels.cpu().clone(),
         "lr": run.syn_lr.detach().cpu().clone(),
         "meta": {
-            "format": "ddtoolbox-synthetic", "ddtoolbox_version": __version__,
+            "format": "ddtoolbox-synthetic", "format_version": SYNTHETIC_VERSION, "ddtoolbox_version": __version__,
             "dataset": info.name, "channels": info.channels, "image_size": list(info.image_size),
             "num_classes": info.num_classes, "class_names": list(info.class_names),
             "mean": list(info.mean), "std": list(info.std), "ipc": c.ipc,
             "model": model, "model_options": model_opts,
             "matcher": c.matcher, "plugins": list(run.plugins), "iterations": c.iterations,
-            "syn_steps": c.syn_steps, "expert_epochs": c.expert_epochs, "seed": c.seed,
+            "syn_steps": None if "syn_steps" in unused else c.syn_steps,
+            "expert_epochs": None if "expert_epochs" in unused else c.expert_epochs,
+            **({"unused": sorted(unused)} if unused else {}), "seed": c.seed,
             "buffer": str(run.buffer.path) if run.buffer is not None else None, "seconds": round(seconds, 2),
             "soft_labels": bool(run.matcher.learn_targets), "unroll": run.unroll_mode,
             "parallel": run.parallel, "world_size": parallel.world(),
@@ -345,7 +390,8 @@ def save_run(run: Run, seconds: float) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
     metrics = {
-        "meta": record["meta"], "environment": environment(run.device), "config": run.config.as_dict(),
+        "format_version": METRICS_VERSION, "meta": record["meta"], "environment": environment(run.device),
+        "config": run.config.as_dict(),
         "options": {name: _plain(opts) for name, opts in run.options.items()},
         "final_lr": record["lr"].item(), "seconds_per_iteration": seconds / max(run.config.iterations, 1),
         "divergent_updates_skipped": sum(1 for h in run.history if "diverged" in h),

@@ -10,10 +10,11 @@ Two kinds of hooks:
 * **Set-up hooks** (:func:`register_matchers`, :func:`register_trainers`,
   :func:`register_presets`, :func:`register_commands`, :func:`add_options`) are called on every
   installed plugin, so ``ddtool plugins`` and ``--help`` can show everything that is available.
-* **Run hooks** (:func:`on_run_start`, :func:`on_loss_vector`, :func:`on_pixel_grad`,
-  :func:`on_iteration`, :func:`on_run_end`) are called only on the plugins that are *active* in a
-  run: those named with ``--plugin`` and the plugin that provides the chosen matcher. Installing a
-  plugin therefore never changes a result by itself.
+* **Run hooks** (:func:`on_run_start`, :func:`on_iteration_start`, :func:`on_inner_loss`,
+  :func:`on_loss_vector`, :func:`on_pixel_grad`, :func:`on_iteration`, :func:`on_run_end`) are
+  called only on the plugins that are *active* in a run: those named with ``--plugin`` and the
+  plugin that provides the chosen matcher. Installing a plugin therefore never changes a result by
+  itself.
 
 Every run hook may also name three arguments that are the calling plugin's own:
 
@@ -28,12 +29,15 @@ Every run hook may also name three arguments that are the calling plugin's own:
 
 The order of one distillation iteration::
 
+    on_iteration_start       (before anything is drawn: schedules, per-iteration settings)
+    on_inner_loss            (plugins may wrap the student's inner loss: label smoothing, ...)
     matcher.loss_terms(run)  -> per-element terms (num_i, den_i); a trajectory matcher samples a
                                 segment of an expert and unrolls the student on the synthetic set
     -> on_loss_vector        (each plugin may return weights; the core multiplies them)
     -> L = sum(w * num) / sum(w * den); L.backward()
     -> on_pixel_grad         (plugins may rescale the image gradient in place)
     -> optimiser steps for images, learned lr (and learned labels), unless the matcher skips them
+    -> matcher.after_update(run)  (a matcher's own inner step, e.g. DC training its network)
     -> on_iteration          (the iteration's metrics record: logging, map refreshes, EMA, ...)
 
 and around the iterations: the matcher's ``start(run)``, then :func:`on_run_start`; after the last
@@ -44,7 +48,11 @@ to stderr, and ``DDTOOL_DEBUG=1`` to see a failing plugin's full traceback inste
 
 Everything a plugin needs arrives as an argument; a plugin never reaches into the core's private
 state. ``run`` is a :class:`ddtoolbox.Run`; treat its tensors as read-only unless a hook says
-otherwise.
+otherwise. Three handles on it are for plugins and matchers: ``run.optimisers`` (read-write: param
+groups' hyper-parameters and gradients in place; docs/plugins.md says what is safe),
+``run.generator`` (the run's own generator, seeded by ``--seed`` and checkpointed: draw from it,
+not from torch's global one, to leave the run's other draws alone) and ``run.augment_pair(real,
+syn)`` (one DSA draw applied to a real and a synthetic batch, replayable).
 """
 
 from __future__ import annotations
@@ -169,6 +177,46 @@ def on_run_start(run, options, state, cache):
     Check your options against the run here (the dataset, the matcher) and raise
     :class:`ddtoolbox.UsageError` with a message that names the option and a valid value; the
     run then stops before any iteration. Build what :func:`on_run_end` releases here.
+    """
+
+
+@hookspec
+def on_iteration_start(run, options, state, cache):
+    """An outer iteration is about to begin: nothing of it has been drawn or computed yet.
+
+    :param ddtoolbox.Run run: ``run.iteration`` is the iteration about to run (0-based);
+        ``run.images`` are the images the previous update left; ``run.record`` is this iteration's
+        (empty) history entry, so ``run.log(...)`` already lands in it. ``run.optimisers`` may be
+        changed here (a learning-rate schedule: set ``param_groups[i]["lr"]``).
+    :param options: this plugin's options object.
+    :param dict state: this plugin's saved state.
+    :param dict cache: this plugin's objects that are never saved.
+
+    Draw random numbers only from ``run.generator`` (or not at all): a draw from torch's global
+    generator here changes what the matcher draws next, and so the result.
+    """
+
+
+@hookspec
+def on_inner_loss(run, loss_fn, options, state, cache):
+    """Change the loss the student minimises on the synthetic set in this iteration's unroll.
+
+    :param ddtoolbox.Run run: the run, at the start of an iteration (after
+        :func:`on_iteration_start`, before ``matcher.loss_terms``).
+    :param loss_fn: ``loss_fn(logits, targets) -> 0-d tensor``, the inner loss so far: the
+        matcher's ``inner_loss`` (cross-entropy; DATM's soft cross-entropy), or what a plugin called
+        before this one returned. ``targets`` is the batch's slice of ``run.targets``: class ids, or
+        soft labels ``(B, K)`` under a matcher that learns them.
+    :param options: this plugin's options object.
+    :param dict state: this plugin's saved state.
+    :param dict cache: this plugin's objects that are never saved.
+    :return: ``None`` to leave it, or a callable of the same signature that replaces it, e.g.
+        ``lambda logits, targets: F.cross_entropy(logits, targets, label_smoothing=0.1)``.
+        Several plugins chain: each receives the previous one's function. It must be
+        differentiable (the unroll back-propagates through it) and a mean over the batch.
+
+    The result is ``run.inner_loss`` for the iteration; matchers that unroll a student
+    (``TrajectoryMatcher``, the DC example) use it. A matcher that trains no student ignores it.
     """
 
 

@@ -1,8 +1,9 @@
 """The iterations of a distillation run, with their guards: checkpoints, signals and divergence.
 
-One iteration: the matcher's loss terms -> ``on_loss_vector`` -> Eq. 1 -> backward ->
-``on_pixel_grad`` -> optimiser steps (unless the matcher skips them) -> divergence check ->
-``on_iteration``. Around the iterations:
+One iteration: ``on_iteration_start`` -> ``on_inner_loss`` -> the matcher's loss terms ->
+``on_loss_vector`` -> Eq. 1 -> backward -> ``on_pixel_grad`` -> optimiser steps (unless the matcher
+skips them) -> divergence check -> the matcher's ``after_update`` -> ``on_iteration``. Around the
+iterations:
 
 * **Checkpoints** every ``--checkpoint-every`` iterations and at least every
   ``--checkpoint-minutes`` (:mod:`ddtoolbox.checkpoint`), so a killed run loses little and resumes
@@ -30,6 +31,7 @@ from . import parallel
 from .checkpoint import checkpoint_path, save_checkpoint, set_rng_state
 from .errors import Diverged, Interrupted, PluginError, warn
 from .losses import combine_weights, matching_loss
+from .plugins import check_record
 from .runtime import StopSignals
 from .viz import save_image_grid, snapshot_path
 
@@ -48,11 +50,7 @@ class Loop:
                  evaluate=None):
         self.run, self.hooks, self.pm, self.matcher_plugin = run, hooks, manager, matcher_plugin
         self.progress, self.evaluate = progress, evaluate
-        c = run.config
-        self.optimisers = {"images": torch.optim.SGD([run.images], lr=c.lr_img, momentum=0.5),
-                           "lr": torch.optim.SGD([run.syn_lr], lr=c.lr_lr, momentum=0.5)}
-        if run.matcher.learn_targets:
-            self.optimisers["targets"] = torch.optim.SGD([run.targets], lr=c.lr_y, momentum=0.9)
+        self.optimisers = run.optimisers or make_optimisers(run)
         self.first, self.seconds_before = 0, 0.0
         self.at_floor = 0
         if checkpoint is not None:
@@ -76,6 +74,8 @@ class Loop:
         self.first = ckpt["iteration"] + 1
         self.seconds_before = ckpt["seconds"]
         set_rng_state(ckpt["rng"])
+        if "run" in ckpt["rng"] and run.generator is not None:
+            run.generator.set_state(ckpt["rng"]["run"])
 
     def save(self, iteration: int, seconds: float) -> None:
         run = self.run
@@ -88,7 +88,7 @@ class Loop:
                         plugins=run.plugins, options=options, images=run.images, labels=run.labels,
                         targets=run.targets, syn_lr=run.syn_lr, optimisers=self.optimisers,
                         matcher_state=run.matcher.state_dict(), plugin_state=run.state, history=run.history,
-                        seconds=seconds, device=run.device.type)
+                        seconds=seconds, device=run.device.type, generator=run.generator)
 
     # ------------------------------------------------------------------ the iterations
 
@@ -112,7 +112,10 @@ class Loop:
                 if snapshot_every and (it + 1) % snapshot_every == 0 and it < c.iterations - 1:
                     self.save_snapshot(it + 1)   # the last iteration's images are synthetic.png
                 self.hooks.on_iteration(run, record=run.record)
-                bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
+                if "lr_lr" in run.matcher.unused:
+                    bar.set_postfix(loss=f"{run.loss:.4f}")
+                else:
+                    bar.set_postfix(loss=f"{run.loss:.4f}", lr=f"{run.syn_lr.item():.4g}")
                 seconds = self.seconds_before + time.time() - started
                 signum = stop.signum
                 if run.parallel != "none":   # every rank stops after the same iteration
@@ -120,7 +123,8 @@ class Loop:
                 if signum is not None:
                     self.save(it, seconds)
                     name = signal.Signals(signum).name
-                    raise Interrupted(f"{name} after iteration {it + 1} of {c.iterations}; checkpoint written; "
+                    raise Interrupted(f"{name} after iteration {it} ({it + 1} of {c.iterations} done; iterations count "
+                                      f"from 0, as in metrics.json); checkpoint written; "
                                       f"continue with: ddtool distill --resume --out {run.out_dir}", signum)
                 due = c.checkpoint_every and ((it + 1) % c.checkpoint_every == 0
                                               or time.time() - last_save >= 60 * c.checkpoint_minutes)
@@ -137,6 +141,14 @@ class Loop:
         run.log()
         if run.parallel == "segments":   # each rank draws its own segments (and augmentations)
             torch.manual_seed(segment_seed(c.seed, parallel.rank(), it))
+        hooks.on_iteration_start(run)
+        run.inner_loss = matcher.inner_loss
+        for plugin, fn in hooks.results("on_inner_loss", run, chain="loss_fn", loss_fn=run.inner_loss):
+            if fn is not None:
+                if not callable(fn):
+                    raise PluginError(f"plugin '{plugin}' returned {type(fn).__name__} from on_inner_loss; return "
+                                      f"a function (logits, targets) -> loss, or None", plugin, "on_inner_loss")
+                run.inner_loss = fn
         num, den = self.pm.call_user(self.matcher_plugin, "loss_terms", matcher.loss_terms, run)
         results = hooks.results("on_loss_vector", run, num=num, den=den)
         weights = combine_weights(results, num)
@@ -176,7 +188,9 @@ class Loop:
                 self.roll_back(before)
         if problem is not None:
             self.on_divergence(it, problem)
+        self.pm.call_user(self.matcher_plugin, "after_update", matcher.after_update, run)
         run.log(loss=run.loss, syn_lr=run.syn_lr.item(), skipped=skipped or problem is not None, **run.segment)
+        check_record(run.record, self.matcher_plugin, "run.segment")
         self.watch_floor(it)
 
     def save_snapshot(self, iterations_done: int) -> None:
@@ -237,7 +251,8 @@ class Loop:
         ckpt = checkpoint_path(run.out_dir)
         kept = (f"the last good state is {ckpt}" if ckpt.exists() else
                 "no checkpoint was written before it")
-        raise Diverged(f"diverged at iteration {it + 1}: the {problem} (--lr-img {c.lr_img:g}, --lr-lr {c.lr_lr:g}); "
+        raise Diverged(f"diverged at iteration {it} (counted from 0, as in metrics.json): the {problem} "
+                       f"(--lr-img {c.lr_img:g}, --lr-lr {c.lr_lr:g}); "
                        f"{kept}; no result was written. Lower --lr-img / --lr-lr, or pass --on-divergence skip")
 
     def watch_floor(self, it: int) -> None:
@@ -246,6 +261,24 @@ class Loop:
         if self.at_floor == FLOOR_PATIENCE:
             warn(f"the learned lr has been at its floor ({MIN_SYN_LR:g}) for {FLOOR_PATIENCE} iterations (since "
                  f"iteration {it + 2 - FLOOR_PATIENCE}): the student barely moves; lower --lr-lr or raise --lr-teacher")
+
+
+def make_optimisers(run) -> dict:
+    """The run's optimisers, plain SGD as MTT's: images (``--lr-img``, momentum 0.5), the learned lr
+    (``--lr-lr``, momentum 0.5) and, for a matcher that learns its targets, the labels (``--lr-y``,
+    momentum 0.9). Plugins see them as ``run.optimisers`` (docs/plugins.md says what is safe)."""
+    c = run.config
+    optimisers = {"images": torch.optim.SGD([run.images], lr=c.lr_img, momentum=0.5),
+                  "lr": torch.optim.SGD([run.syn_lr], lr=c.lr_lr, momentum=0.5)}
+    if run.matcher.learn_targets:
+        optimisers["targets"] = torch.optim.SGD([run.targets], lr=c.lr_y, momentum=0.9)
+    return optimisers
+
+
+def run_generator(seed: int) -> torch.Generator:
+    """``run.generator``: a CPU generator of the run's own, seeded from ``--seed`` but apart from the
+    global streams, so drawing from it changes no other draw of the run."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + 0x5EED) % 2**63)
 
 
 def segment_seed(seed: int, rank: int, iteration: int) -> int:

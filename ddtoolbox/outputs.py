@@ -116,7 +116,7 @@ def publish(folder, files: dict[str, Callable[[Path], object]], what: str = "run
     manifest.unlink(missing_ok=True)          # from here on, no reader trusts the folder's old files
     for name, write in files.items():
         write(folder / name)
-    write_json(manifest, {"format": MANIFEST_FORMAT, "what": what, "ddtoolbox_version": __version__,
+    write_json(manifest, {"format": MANIFEST_FORMAT, "format_version": 1, "what": what, "ddtoolbox_version": __version__,
                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           "files": {name: sha256(folder / name) for name in files}})
     return manifest

@@ -30,7 +30,8 @@ from .errors import PluginError, UsageError, brief, debugging, warn
 from .options import option_fields
 
 ENTRY_POINT_GROUP = "ddtoolbox"
-RUN_HOOKS = ("on_run_start", "on_loss_vector", "on_pixel_grad", "on_iteration", "on_run_end")
+RUN_HOOKS = ("on_run_start", "on_iteration_start", "on_inner_loss", "on_loss_vector", "on_pixel_grad", "on_iteration",
+             "on_run_end")
 #: set to 1 to print every hook call: hook, plugin, argument summaries, result and time
 TRACE_ENV = "DDTOOL_TRACE_HOOKS"
 #: the commands whose options plugins may add to (distill: the run's plugins; buffer: the trainer)
@@ -165,11 +166,15 @@ class PluginManager:
             raise UsageError(f"plugin '{name}' does not fit ddtoolbox's hooks: {brief(' '.join(str(exc).split()), 300)} (see "
                              f"ddtoolbox.hookspecs for the hooks and their arguments); {fix}") from exc
 
-    def call(self, hook_name: str, only=None, per_plugin=None, **kwargs) -> list[tuple[str, object]]:
+    def call(self, hook_name: str, only=None, per_plugin=None, chain: str | None = None, after=None,
+             **kwargs) -> list[tuple[str, object]]:
         """Call ``hook_name`` on each implementation (of the plugins in ``only``, if given).
 
         :param per_plugin: ``per_plugin(plugin) -> dict`` of extra arguments for that plugin alone
             (a run's ``options`` and ``state``).
+        :param chain: the argument a non-``None`` result replaces for the plugins called after
+            (``on_inner_loss`` hands each plugin the previous one's ``loss_fn``).
+        :param after: ``after(plugin)`` runs after each implementation (the run's record check).
         :return: ``(plugin, result)`` pairs in call order, ``None`` results included.
 
         A :class:`UsageError` from a plugin is re-raised with the plugin's name; any other exception
@@ -189,6 +194,10 @@ class PluginManager:
             result = self.call_user(plugin, f"hook {hook_name}", impl.function, **args)
             if tracing:
                 trace(hook_name, plugin, described, result, time.perf_counter() - start)
+            if after is not None:
+                after(plugin)
+            if chain is not None and result is not None:
+                kwargs[chain] = result
             pairs.append((plugin, result))
         return pairs
 
@@ -422,12 +431,16 @@ class RunHooks:
         self._manager = manager
         self.active = active
 
-    def results(self, hook_name: str, run, **kwargs) -> list[tuple[str, object]]:
+    def results(self, hook_name: str, run, chain: str | None = None, **kwargs) -> list[tuple[str, object]]:
         def per_plugin(plugin):
             return {"options": run.options.get(plugin), "state": run.state.setdefault(plugin, {}),
                     "cache": run.cache.setdefault(plugin, {})}
 
-        return self._manager.call(hook_name, only=self.active, per_plugin=per_plugin, run=run, **kwargs)
+        def after(plugin):
+            check_record(run.record, plugin, f"hook {hook_name}")
+
+        return self._manager.call(hook_name, only=self.active, per_plugin=per_plugin, chain=chain, after=after,
+                                  run=run, **kwargs)
 
     def __getattr__(self, hook_name):
         if hook_name not in RUN_HOOKS:
@@ -437,3 +450,27 @@ class RunHooks:
             self.results(hook_name, run, **kwargs)
 
         return call
+
+
+def _plain(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return getattr(value, "numel", None) is not None and value.numel() == 1   # a one-number tensor is written as it
+
+
+def check_record(record: dict | None, plugin: str, where: str) -> None:
+    """An iteration's record must stay writable to ``metrics.json``: say which plugin broke it, and where,
+    at once, rather than as an internal error when the file is written."""
+    if not record:
+        return
+    for key, value in record.items():
+        if not _plain(value):
+            shown = (f"a tensor of shape {tuple(value.shape)}" if hasattr(value, "shape")
+                     else f"a {type(value).__name__}")
+            raise PluginError(f"plugin '{plugin}' put {shown} into the iteration record under '{key}' ({where}); "
+                              f"metrics.json holds numbers, strings, booleans, None and lists or dicts of them: "
+                              f"log value.item() or value.tolist()", plugin, where)

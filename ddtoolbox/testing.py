@@ -35,7 +35,7 @@ TOY_CLASSES = 4
 TOY_SIZE = 16
 #: distill options sized for the toy buffer (its trajectories have 4 epochs)
 TOY_DISTILL = ("--ipc", "2", "--syn-steps", "3", "--expert-epochs", "1", "--max-start-epoch", "3",
-               "--lr-img", "10", "--device", "cpu", "--quiet")
+               "--lr-img", "10", "--device", "cpu", "--quiet", "--threads", "1")
 #: the settings of the toy buffer, and the same as ``ddtool buffer`` options
 TOY_BUFFER_SETTINGS = dict(num_experts=2, train_epochs=4, width=8, batch_size=32, lr=0.05, device="cpu", quiet=True)
 TOY_BUFFER = ("--num-experts", "2", "--epochs", "4", "--width", "8", "--batch-size", "32", "--lr", "0.05",
@@ -71,11 +71,15 @@ def register_toy_dataset() -> str:
 
 
 def toy_config(buffer, out, **changes):
-    """A :class:`ddtoolbox.DistillConfig` for the toy buffer (:data:`TOY_DISTILL`'s settings)."""
+    """A :class:`ddtoolbox.DistillConfig` for the toy buffer (:data:`TOY_DISTILL`'s settings).
+
+    One CPU thread (``threads=1``): toy networks gain nothing from more, and on a busy machine extra
+    threads spin and make a one-second test take half a minute. Pass ``threads=None`` for torch's default.
+    """
     from .config import DistillConfig
 
     values = dict(dataset=TOY_NAME, buffer=str(buffer), out=str(out), ipc=2, syn_steps=3, expert_epochs=1,
-                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2)
+                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2, threads=1)
     values.update(changes)
     return DistillConfig(**values)
 

@@ -2,6 +2,7 @@
 per-plugin options, state and cache, the end hook on failure, warnings, blocking, tracing, debugging."""
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -229,6 +230,159 @@ def test_end_hook_errors_while_failing_do_not_hide_the_cause(tmp_path, monkeypat
             distill(toy_config(toy_buffer, tmp_path / "o"), plugins=["end_breaks"])
     finally:
         sys.modules.pop("end_breaks", None)
+
+
+# ---------------------------------------------------------------------------- the second pass: more hooks and handles
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """``plugin_module(name, source)`` writes a plugin module and makes it importable by ``name``."""
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    names = []
+
+    def make(name, source):
+        (folder / f"{name}.py").write_text(source)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def test_hook_on_iteration_start(plugin_module, toy_buffer, tmp_path):
+    name = plugin_module("starts", (
+        "from ddtoolbox import hookimpl\n"
+        "@hookimpl\ndef on_iteration_start(run, state):\n"
+        "    state['seen'] = state.get('seen', []) + [run.iteration]\n"
+        "    assert run.record == {'iteration': run.iteration} and run.segment == {}\n"
+        "    assert run.loss != run.loss or run.iteration > 0      # nothing of this iteration computed yet\n"
+        "    run.log(started=run.iteration, drawn=int(torch.randint(1000, (), generator=run.generator)))\n"
+        "import torch\n"))
+    plain = distill(toy_config(toy_buffer, tmp_path / "plain", iterations=3))
+    run = distill(toy_config(toy_buffer, tmp_path / "hooked", iterations=3), plugins=[name])
+    assert run.state[name]["seen"] == [0, 1, 2]
+    assert [h["started"] for h in run.history] == [0, 1, 2] and all("loss" in h for h in run.history)
+    # drawing from run.generator leaves every other draw of the run alone: the same images, bit for bit
+    assert torch.equal(run.images, plain.images)
+
+
+LABEL_SMOOTHING = '''
+import torch.nn.functional as F
+from ddtoolbox import hookimpl
+
+CALLS = []
+
+@hookimpl
+def on_inner_loss(run, loss_fn):
+    def smoothed(logits, targets):
+        CALLS.append(run.iteration)
+        return F.cross_entropy(logits, targets, label_smoothing=0.1)
+    return smoothed
+'''
+
+
+def test_hook_on_inner_loss(plugin_module, toy_buffer, tmp_path):
+    smooth = plugin_module("smooth", LABEL_SMOOTHING)
+    same = plugin_module("same", "from ddtoolbox import hookimpl\n@hookimpl\ndef on_inner_loss(loss_fn):\n"
+                                 "    return lambda logits, targets: loss_fn(logits, targets)\n")
+    plain = distill(toy_config(toy_buffer, tmp_path / "plain", iterations=2))
+    wrapped = distill(toy_config(toy_buffer, tmp_path / "same", iterations=2), plugins=[same])
+    assert torch.equal(wrapped.images, plain.images)          # a wrapper that changes nothing changes nothing
+    smoothed = distill(toy_config(toy_buffer, tmp_path / "smooth", iterations=2), plugins=[smooth])
+    assert sys.modules[smooth].CALLS == [0, 0, 0, 1, 1, 1]    # every student step of the unroll (syn_steps 3)
+    assert not torch.equal(smoothed.images, plain.images)
+    # chained: 'same' wraps whatever 'smooth' returned or the other way round; the smoothing stays in force
+    both = distill(toy_config(toy_buffer, tmp_path / "both", iterations=2), plugins=[smooth, same])
+    assert torch.equal(both.images, smoothed.images)
+    bad = plugin_module("bad_loss", "from ddtoolbox import hookimpl\n@hookimpl\ndef on_inner_loss():\n    return 3\n")
+    with pytest.raises(PluginError, match="plugin 'bad_loss' returned int from on_inner_loss"):
+        distill(toy_config(toy_buffer, tmp_path / "bad"), plugins=[bad])
+
+
+def test_hook_matcher_after_update(plugin_module, toy_buffer, tmp_path):
+    name = plugin_module("inner_step", (
+        "import torch\nfrom ddtoolbox import hookimpl\nfrom ddtoolbox.builtin.mtt import MTT\n"
+        "class Stepping(MTT):\n    name = 'stepping'\n"
+        "    def start(self, run):\n        super().start(run)\n        self.steps, self.seen = 0, None\n"
+        "    def after_update(self, run):\n        self.steps += 1\n        self.seen = run.images.detach().clone()\n"
+        "    def state_dict(self):\n        return {'steps': self.steps}\n"
+        "@hookimpl\ndef register_matchers(register):\n    register(Stepping)\n"))
+    plain = distill(toy_config(toy_buffer, tmp_path / "plain", iterations=3))
+    run = distill(toy_config(toy_buffer, tmp_path / "run", matcher="stepping", iterations=3), plugins=[name])
+    assert run.matcher.steps == 3
+    assert torch.equal(run.matcher.seen, run.images.detach())   # it saw the updated images of the last iteration
+    assert torch.equal(run.images, plain.images)
+
+
+def test_hook_run_optimisers(plugin_module, toy_buffer, tmp_path):
+    name = plugin_module("frozen", (
+        "from ddtoolbox import hookimpl\n"
+        "@hookimpl\ndef on_run_start(run, state):\n"
+        "    state['kinds'] = sorted(run.optimisers)\n"
+        "    state['image_lr'] = run.optimisers['images'].param_groups[0]['lr']\n"
+        "    run.optimisers['images'].param_groups[0]['lr'] = 0.0      # a schedule that freezes the images\n"))
+    run = distill(toy_config(toy_buffer, tmp_path, iterations=2), plugins=[name])
+    assert run.state[name] == {"kinds": ["images", "lr"], "image_lr": 10.0}
+    first = torch.load(tmp_path / "synthetic.pt", weights_only=True)
+    initial = distill(toy_config(toy_buffer, tmp_path / "zero", iterations=0))
+    assert torch.equal(first["images"], initial.images.detach())   # lr 0: the images never moved
+    assert run.syn_lr.item() != initial.syn_lr.item()              # the lr's optimiser still stepped
+
+
+def test_hook_run_generator_is_checkpointed(plugin_module, toy_buffer, tmp_path):
+    source = ("import os, signal, torch\nfrom ddtoolbox import hookimpl\n"
+              "@hookimpl\ndef on_iteration(run, record):\n"
+              "    record['draw'] = torch.rand((), generator=run.generator).item()\n"
+              "    if os.environ.get('STOP_AT') == str(run.iteration):\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n")
+    name = plugin_module("draws", source)
+    whole = distill(toy_config(toy_buffer, tmp_path / "whole", iterations=4), plugins=[name])
+    from ddtoolbox.distillation import resume_settings
+    from ddtoolbox.errors import Interrupted
+
+    os.environ["STOP_AT"] = "1"
+    try:
+        with pytest.raises(Interrupted, match=r"SIGTERM after iteration 1 \(2 of 4 done"):
+            distill(toy_config(toy_buffer, tmp_path / "cut", iterations=4, checkpoint_every=0), plugins=[name])
+    finally:
+        del os.environ["STOP_AT"]
+    config, plugins, options = resume_settings(tmp_path / "cut")
+    resumed = distill(config, plugins, options)
+    assert [h["draw"] for h in resumed.history] == [h["draw"] for h in whole.history]
+    assert torch.equal(resumed.images, whole.images)
+
+
+def test_hook_run_augment_pair(toy_buffer, tmp_path):
+    run = distill(toy_config(toy_buffer, tmp_path, iterations=0))
+    real = run.train_set.images[:6]
+    syn = run.images.detach()[:2]
+    state = torch.get_rng_state()
+    real_aug, syn_aug, params = run.augment_pair(real, real[:2].clone())
+    assert torch.equal(real_aug[:2], syn_aug)               # one draw: image i of each batch, the same transform
+    again = run.augment_pair(real, real[:2].clone(), params)
+    assert torch.equal(again[0], real_aug) and torch.equal(again[1], syn_aug) and again[2] is params
+    torch.set_rng_state(state)
+    assert torch.equal(run.augment(real)[0], real_aug)      # exactly one DSA draw, on the larger batch
+    real_params, syn_params = params
+    assert real_params.group == syn_params.group
+    small, big, _ = run.augment_pair(real[:2].clone(), real)   # the synthetic batch may be the larger one
+    assert torch.equal(small, big[:2])
+    run.augment = None                                      # --no-dsa
+    out = run.augment_pair(real, syn)
+    assert out[0] is real and out[1] is syn and out[2] is None
+
+
+def test_a_tensor_in_the_record_names_the_plugin_and_the_key(plugin_module, toy_dataset, toy_buffer, tmp_path):
+    name = plugin_module("tensor_logger", "import torch\nfrom ddtoolbox import hookimpl\n"
+                                          "@hookimpl\ndef on_iteration(record):\n    record['vec'] = torch.zeros(3)\n")
+    r = _cli_distill(toy_dataset, toy_buffer, tmp_path, "--plugin", name, "--iterations", "2")
+    assert r.code == 2 and r.err.count("\n") == 1, r.err
+    assert "plugin 'tensor_logger' put a tensor of shape (3,) into the iteration record under 'vec'" in r.err
+    assert "hook on_iteration" in r.err and ".tolist()" in r.err
 
 
 # ---------------------------------------------------------------------------- state, identity, blocking

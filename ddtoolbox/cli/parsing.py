@@ -14,7 +14,7 @@ from ..options import add_arguments
 
 #: ddtool's own commands in the order ``ddtool --help`` lists them; plugins' commands follow
 ORDER = ("demo", "buffer", "distill", "select", "eval", "report", "export", "train-full", "bench-speed", "bench",
-         "presets", "plugins", "data", "compdd")
+         "presets", "plugins", "plugin", "data", "compdd")
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,6 +14,7 @@ calls, in order::
         num, den = m.loss_terms(run)          # 1-D, differentiable in run.images (and targets, syn_lr)
         ... plugins, backward ...
         if not m.skip_update(loss): optimiser steps
+        m.after_update(run)                   # a matcher's own inner step (DC trains its network here)
         m.state_dict()                        # at each checkpoint
     m.extra_state()                           # extra tensors for synthetic.pt
 
@@ -53,6 +54,13 @@ class Matcher:
     learn_targets = False
     #: whether the matcher reads expert trajectories (``--buffer``); False also means no unroll
     needs_buffer = True
+    #: core options this matcher wants at other defaults than the core's, by field: ``{"lr_img": 100.0}``.
+    #: A field the run leaves at the core's default takes the matcher's (``--help`` lists them).
+    defaults: dict = {}
+    #: core options (fields) this matcher never reads, e.g. ``("syn_steps", "expert_epochs")``: giving one
+    #: warns, ``synthetic.pt`` records ``null`` for ``syn_steps`` / ``expert_epochs`` among them, and
+    #: ``"lr_lr"`` here (no learned student lr) hides the learned lr from the progress bar and summary
+    unused: tuple = ()
 
     def __init__(self, ctx: MatcherContext):
         self.ctx = ctx
@@ -110,6 +118,12 @@ class Matcher:
         ``run.segment`` to a dict of plain numbers to log what was drawn.
         """
         raise NotImplementedError(f"matcher '{self.name}' does not implement loss_terms(run)")
+
+    def after_update(self, run) -> None:
+        """Called every iteration after the optimiser steps (or their skip or roll back), before
+        ``on_iteration``: a matcher's own inner step on the updated images, as DC trains its network
+        on them. Draw from ``run.generator`` or torch's global generator (both are checkpointed), and
+        keep what later iterations need in :meth:`state_dict`. Default: nothing."""
 
     def skip_update(self, loss: float) -> bool:
         """Whether to skip this iteration's optimiser steps (DATM's loss threshold)."""

@@ -72,6 +72,7 @@ class TrajectoryMatcher(Matcher):
 
     def loss_terms(self, run) -> tuple[torch.Tensor, torch.Tensor]:
         theta_0, theta_star, run.segment = self.sample_segment(run.iteration)
+        loss_fn = getattr(run, "inner_loss", None) or self.inner_loss    # on_inner_loss may have wrapped it
         theta_n, _ = self.unroll(self.student, theta_0, run.images, run.targets, run.syn_lr, self.config.syn_steps,
-                                 self.batch_syn, self.inner_loss, self.augment)
+                                 self.batch_syn, loss_fn, self.augment)
         return self.parameter_terms(theta_n, theta_0, theta_star)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ... import hookimpl
@@ -13,8 +14,8 @@ def setup(p, pm) -> None:
     add_plugin_option(p)
     add_preset_option(p)
     add_settings(p, DistillConfig, pm, "distill")
-    p.add_argument("--no-report", action="store_true",
-                   help="do not write OUT/report.html at the end (see 'ddtool report')")
+    p.epilog = matcher_notes(pm)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def run(args, pm) -> None:
@@ -25,26 +26,42 @@ def run(args, pm) -> None:
         config, plugins, options = resume_settings(args, pm)
     else:
         config, plugins, options = DistillConfig.from_namespace(args), args.plugins, pm.option_values("distill", args)
-    run = distill(config, plugins=plugins, options=options, manager=pm)
+    run = distill(config, plugins=plugins, options=options, manager=pm, explicit=getattr(args, "given", ()))
     from ...parallel import is_main
 
     if not is_main():
         return
     extra = [p for p in run.plugins if p != pm.matcher(run.config.matcher).plugin]
+    learned = "" if "lr_lr" in run.matcher.unused else f", learned lr {run.syn_lr.item():.4g}"
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
-          f"{' + ' + ', '.join(extra) if extra else ''}; "
-          f"final loss {run.loss:.4f}, learned lr {run.syn_lr.item():.4g}")
+          f"{' + ' + ', '.join(extra) if extra else ''}; final loss {run.loss:.4f}{learned}")
     evals = [h for h in run.history if "eval_mean" in h]
     if evals:
         print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
               f"{format_result({'mean': evals[-1]['eval_mean'], 'std': evals[-1]['eval_std']})}")
     print(f"files: {Path(config.out) / 'synthetic.pt'}, synthetic.png, metrics.json")
-    if not args.no_report:
+    if not run.config.no_report:
         from ...report import report_after_run
 
         path = report_after_run(config.out)
         if path is not None:
             print(f"report: {path}")
+
+
+def matcher_notes(pm) -> str:
+    """``--help``'s word on the matchers that set other defaults than the core's or leave options unused."""
+    lines = []
+    for name in sorted(pm.matchers):
+        cls = pm.matchers[name].obj
+        defaults = " ".join(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
+                            for k, v in (getattr(cls, "defaults", None) or {}).items())
+        unused = " ".join(f"--{k.replace('_', '-')}" for k in (getattr(cls, "unused", None) or ()))
+        parts = ([f"defaults {defaults}"] if defaults else []) + ([f"does not use {unused}"] if unused else [])
+        if parts:
+            lines.append(f"  --matcher {name}: {'; '.join(parts)}")
+    if not lines:
+        return ""
+    return "matchers' own settings (a core option left at its default takes the matcher's):\n" + "\n".join(lines)
 
 
 def resume_settings(args, pm):

@@ -125,6 +125,10 @@ class DM(Matcher):
     # No trajectories: --buffer becomes optional (and is ignored with a warning), no unroll is built,
     # and the networks come from --model (default ConvNet) through Matcher.make_model().
     needs_buffer = False
+    # Core options DM never reads: giving one warns, synthetic.pt records null for syn_steps and
+    # expert_epochs, and with no learned student lr the progress bar shows none. (The student lr
+    # itself, --lr-teacher or 0.01, is still saved: it is the lr 'ddtool eval' trains with.)
+    unused = ("syn_steps", "expert_epochs", "min_start_epoch", "max_start_epoch", "lr_lr", "batch_syn", "unroll")
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -48,9 +48,7 @@ def setup(p, pm) -> None:
     p.add_argument("--rows", default="neither,cpd,dae,both",
                    help="comma-separated rows among init, neither, cpd, dae, both (default: the four of Table 4)")
     p.add_argument("--force", action="store_true", help="re-run rows that already have results")
-    p.add_argument("--no-report", action="store_true",
-                   help="write no HTML reports (default: OUT/<row>/report.html and OUT/comparison.html)")
-    add_arguments(p, DistillConfig)
+    add_arguments(p, DistillConfig)     # with --no-report: no OUT/<row>/report.html nor OUT/comparison.html
     for plugin, cls in pm.option_classes("distill").items():
         add_arguments(p, cls, title=f"plugin {plugin}", require=False)
     p.set_defaults(matcher="datm", eval_runs=5, cpd_alpha=ABLATION_ALPHA)
