@@ -1,0 +1,177 @@
+"""``--compile``: the wiring (recorded mode, resume, cache folder, missing compiler) and how close
+compiled training stays to eager training.
+
+The fast tests compile with the ``aot_eager`` backend: Dynamo traces the training step and AOTAutograd
+splits it into forward and backward graphs exactly as with Inductor, but no C++ is generated, so they
+take a second or two. The ``slow`` tests use Inductor itself (10-60 s of compiling on a busy CPU).
+"""
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddtoolbox import compiled
+from ddtoolbox.evaluate import TrainRecipe, train_on_set
+from ddtoolbox.models import create_model, flatten_params
+from ddtoolbox.testing import TOY_BUFFER, toy_images
+
+# the toy set has 160 training images: batches of 48 leave a partial batch of 16 in every epoch
+PARTIAL = ("--batch-size", "48")
+TOY_INFO = SimpleNamespace(channels=1, num_classes=4, image_size=(16, 16))   # what train_on_set reads
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, tmp_path):
+    """Compiled code goes to the test's folder, never the user's cache."""
+    monkeypatch.setenv(compiled.CACHE_ENV, str(tmp_path / "torch-compile"))
+
+
+@pytest.fixture
+def dynamo():
+    """A clean Dynamo state before and after (compiled code is cached per process)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield torch._dynamo.utils.counters
+    torch._dynamo.reset()
+
+
+@pytest.fixture
+def traced(monkeypatch, dynamo):
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    return dynamo
+
+
+def _trajectory(folder, e=0):
+    return torch.load(f"{folder}/expert_{e:03d}.pt", weights_only=True)["trajectory"]
+
+
+def test_experts_with_a_partial_batch_match_eager_and_record_the_mode(ddtool, toy_dataset, tmp_path, traced):
+    common = ("buffer", "--dataset", toy_dataset, *TOY_BUFFER, *PARTIAL, "--num-experts", "2", "--threads", "1")
+    assert ddtool(*common, "--out", tmp_path / "eager").code == 0
+    r = ddtool(*common, "--out", tmp_path / "compiled", "--compile")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "compiled" / "buffer.json").read_text())["compile"] is True
+    assert json.loads((tmp_path / "eager" / "buffer.json").read_text())["compile"] is False
+    for e in (0, 1):
+        eager, comp = _trajectory(tmp_path / "eager", e), _trajectory(tmp_path / "compiled", e)
+        assert torch.equal(eager[0], comp[0])                        # the same initialisation
+        assert (comp - eager).abs().max() < 1e-5 * eager.abs().max()  # 4 epochs x 4 steps, one partial each
+    # one graph for batches of 48, one with a symbolic batch for the 16 left over; the second expert
+    # (a fresh network) reuses both
+    assert traced["stats"]["unique_graphs"] == 2
+
+
+def test_a_resumed_buffer_keeps_its_mode(ddtool, toy_dataset, tmp_path, traced):
+    out = tmp_path / "buf"
+    common = ("buffer", "--dataset", toy_dataset, *TOY_BUFFER, "--num-experts", "1", "--out", out)
+    assert ddtool(*common, "--compile").code == 0
+    r = ddtool(*common[:-4], "--num-experts", "2", "--out", out, "--resume")
+    assert r.code == 2 and "compile" in r.err and len(r.err.strip().splitlines()) == 1
+    r = ddtool(*common[:-4], "--num-experts", "2", "--out", out, "--resume", "--compile")
+    assert r.code == 0, r.err
+    assert len(json.loads((out / "buffer.json").read_text())["experts"]) == 2
+
+
+def test_evaluation_compiles_once_for_every_network_and_records_it(ddtool, toy_dataset, tmp_path, traced):
+    common = ("eval", "--random-ipc", "5", "--dataset", toy_dataset, "--runs", "3", "--epochs", "3",
+              "--eval-batch", "8", "--width", "8", "--device", "cpu", "--quiet", "--threads", "1")
+    assert ddtool(*common, "--json", tmp_path / "eager.json").code == 0
+    r = ddtool(*common, "--json", tmp_path / "compiled.json", "--compile")
+    assert r.code == 0, r.err
+    eager, comp = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("eager", "compiled"))
+    assert comp["compile"] is True and eager["compile"] is False
+    assert comp["runs"] == eager["runs"]       # 20 images, batches 8 + 8 + 4: the same test accuracies
+    assert traced["stats"]["unique_graphs"] == 2
+
+
+def test_train_full_records_the_mode(ddtool, toy_dataset, tmp_path, traced, monkeypatch):
+    monkeypatch.setenv("DDTOOL_HOME", str(tmp_path))
+    r = ddtool("train-full", "--dataset", toy_dataset, "--epochs", "1", "--batch-size", "48", "--width", "8",
+               "--device", "cpu", "--quiet", "--compile", "--json", tmp_path / "full.json")
+    assert r.code == 0, r.err
+    store = json.loads((tmp_path / "full-data.json").read_text())
+    assert [e["compile"] for e in store["results"].values()] == [True]
+
+
+def test_the_partial_batch_is_not_padded(traced):
+    """Batch norm sees the whole batch, so padding the last batch to full size (with whatever weights)
+    would change its statistics and the step. Compiled and eager agree on 10 images in batches of
+    4, 4 and 2, and the 2 got a graph of its own (a symbolic batch size), not a padded one."""
+    images, labels = toy_images(3, seed=0)
+    recipe = TrainRecipe("ConvNet", {"width": 8, "norm": "batchnorm"}, epochs=2, batch_size=4)
+    nets = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        recipe.compile = compile_
+        nets.append(train_on_set(recipe, images[:10], labels[:10], 0.1, TOY_INFO, torch.device("cpu")))
+    eager, comp = (flatten_params(n) for n in nets)
+    assert (comp - eager).abs().max() < 1e-5 * eager.abs().max()
+    assert traced["stats"]["unique_graphs"] == 2
+
+
+def test_the_cache_goes_under_the_user_cache_folder_unless_set(monkeypatch, tmp_path):
+    monkeypatch.delenv(compiled.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    compiled.prepare(False)
+    assert compiled.CACHE_ENV not in os.environ       # nothing set unless asked
+    compiled.prepare(True)
+    assert os.environ[compiled.CACHE_ENV] == str(tmp_path / "cache" / "ddtoolbox" / "torch-compile")
+    monkeypatch.setenv(compiled.CACHE_ENV, str(tmp_path / "mine"))
+    compiled.prepare(True)
+    assert os.environ[compiled.CACHE_ENV] == str(tmp_path / "mine")
+
+
+def test_without_a_cpp_compiler_compile_is_one_line_and_exit_2(ddtool, toy_dataset, tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.delenv("TORCH_INDUCTOR_INSTALL_GXX", raising=False)
+    compiled._check_compilers.cache_clear()
+    try:
+        with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",)}):
+            r = ddtool("eval", "--random-ipc", "2", "--dataset", toy_dataset, "--runs", "1", "--epochs", "1",
+                       "--device", "cpu", "--quiet", "--compile", "--json", tmp_path / "r.json")
+    finally:
+        compiled._check_compilers.cache_clear()
+    assert r.code == 2
+    assert len(r.err.strip().splitlines()) == 1 and "C++ compiler" in r.err and "drop --compile" in r.err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_distill_compile_without_eval_every_warns(ddtool, toy_dataset, toy_buffer, tmp_path):
+    from ddtoolbox.testing import TOY_DISTILL
+
+    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path, "--iterations", "1",
+               *TOY_DISTILL, "--compile")
+    assert r.code == 0, r.err
+    assert "--eval-every" in r.err
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["compile"] is True
+
+
+# ---------------------------------------------------------------------------- Inductor itself
+
+
+@pytest.mark.slow
+def test_inductor_epoch_and_logits_agree_with_eager(dynamo):
+    """One epoch of ConvNet-3 width 16 on 100 images in batches of 32 (the last one partial), DSA off:
+    Inductor reorders float32 reductions, so the parameters differ at rounding, amplified a little
+    by 4 SGD steps. Stated tolerances: parameters within 1e-5 of their largest magnitude, logits of
+    the trained networks within 1e-5 of theirs (measured: 1.2e-7 and 3.8e-7, torch 2.14.1, CPU)."""
+    images, labels = toy_images(25, seed=0)
+    recipe = TrainRecipe("ConvNet", {"width": 16}, epochs=1, batch_size=32)
+    nets = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        recipe.compile = compile_
+        nets.append(train_on_set(recipe, images, labels, 0.05, TOY_INFO, torch.device("cpu")))
+    eager, comp = (flatten_params(n) for n in nets)
+    assert not torch.equal(eager, flatten_params(create_model("ConvNet", 1, 4, (16, 16), width=16)))
+    assert (comp - eager).abs().max() < 1e-5 * eager.abs().max()
+    with torch.no_grad():
+        logits = [n.eval()(images) for n in nets]
+    assert (logits[1] - logits[0]).abs().max() < 1e-5 * logits[0].abs().max()
+    assert F.cross_entropy(logits[1], labels).item() == pytest.approx(F.cross_entropy(logits[0], labels).item(),
+                                                                     rel=1e-5)
