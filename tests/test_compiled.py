@@ -65,6 +65,20 @@ def test_experts_with_a_partial_batch_match_eager_and_record_the_mode(ddtool, to
     assert traced["stats"]["unique_graphs"] == 2
 
 
+def test_the_ftd_trainer_perturbing_parameters_in_place_matches_eager(ddtool, toy_dataset, tmp_path, traced):
+    """GSAM runs the compiled forward twice per step with the parameters moved in place between the
+    two: the compiled graph must read the parameters, not keep a copy."""
+    pytest.importorskip("ddtoolbox_ftd")
+    common = ("buffer", "--dataset", toy_dataset, *TOY_BUFFER, *PARTIAL, "--num-experts", "1", "--epochs", "2",
+              "--trainer", "ftd", "--rho", "0.05")
+    assert ddtool(*common, "--out", tmp_path / "eager").code == 0
+    r = ddtool(*common, "--out", tmp_path / "compiled", "--compile")
+    assert r.code == 0, r.err
+    eager, comp = _trajectory(tmp_path / "eager"), _trajectory(tmp_path / "compiled")
+    assert not torch.equal(eager[0], eager[-1])
+    assert (comp - eager).abs().max() < 1e-5 * eager.abs().max()
+
+
 def test_a_resumed_buffer_keeps_its_mode(ddtool, toy_dataset, tmp_path, traced):
     out = tmp_path / "buf"
     common = ("buffer", "--dataset", toy_dataset, *TOY_BUFFER, "--num-experts", "1", "--out", out)
@@ -141,14 +155,38 @@ def test_without_a_cpp_compiler_compile_is_one_line_and_exit_2(ddtool, toy_datas
     assert not (tmp_path / "r.json").exists()
 
 
-def test_distill_compile_without_eval_every_warns(ddtool, toy_dataset, toy_buffer, tmp_path):
+def test_distill_compiles_the_eval_every_networks_and_warns_without_them(ddtool, toy_dataset, toy_buffer, tmp_path,
+                                                                       traced):
     from ddtoolbox.testing import TOY_DISTILL
 
-    r = ddtool("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--out", tmp_path, "--iterations", "1",
-               *TOY_DISTILL, "--compile")
+    common = ("distill", "--dataset", toy_dataset, "--buffer", toy_buffer, "--iterations", "1", *TOY_DISTILL,
+              "--compile")
+    r = ddtool(*common, "--out", tmp_path / "plain")
+    assert r.code == 0 and "without --eval-every it does nothing" in r.err
+    assert traced["stats"]["unique_graphs"] == 0
+    r = ddtool(*common, "--out", tmp_path / "evaluated", "--eval-every", "1", "--eval-runs", "1", "--eval-epochs", "2")
     assert r.code == 0, r.err
-    assert "--eval-every" in r.err
-    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["compile"] is True
+    assert "--eval-every" not in r.err and traced["stats"]["unique_graphs"] == 1
+    metrics = json.loads((tmp_path / "evaluated" / "metrics.json").read_text())
+    assert metrics["config"]["compile"] is True and "eval_mean" in metrics["history"][-1]
+
+
+def test_a_resumed_distillation_keeps_compile(toy_buffer, tmp_path):
+    """A checkpoint saves ``config.as_dict()`` and a resume rebuilds the settings from it: a run
+    begun with --compile resumes compiled, and an eager run refuses --compile on resume (its
+    evaluations so far were eager)."""
+    from ddtoolbox.config import DistillConfig
+    from ddtoolbox.distillation import check_same_run
+    from ddtoolbox.errors import UsageError
+    from ddtoolbox.testing import toy_config
+
+    compiled_run = toy_config(toy_buffer, tmp_path, compile=True, eval_every=5)
+    saved = compiled_run.as_dict()
+    assert DistillConfig.from_values({**saved, "resume": True}, "checkpoint").compile is True
+    check_same_run(compiled_run, [], {}, {"config": saved, "plugins": ["mtt"], "options": {}})
+    with pytest.raises(UsageError, match="--compile True contradicts"):
+        check_same_run(compiled_run, [], {}, {"config": {**saved, "compile": False}, "plugins": ["mtt"],
+                                              "options": {}})
 
 
 # ---------------------------------------------------------------------------- Inductor itself
