@@ -8,7 +8,9 @@ Workloads (``--size full``; ``small`` shrinks each to seconds, to check the scri
 * ``expert``: one expert, one epoch, ConvNet-3 width 32 on all 60,000 Fashion-MNIST images;
 * ``eval``: one network, 300 epochs on IPC 10 (random real images), width 32;
 * ``demo-buffer`` and ``demo-eval``: the demo's expert training (4 experts x 8 epochs on 1,000 images
-  per class) and its evaluation of random real images (3 networks x 300 epochs of IPC 1).
+  per class) and its evaluation of random real images (3 networks x 300 epochs of IPC 1);
+* ``cifar-expert``, with ``--cifar-root DIR`` (where ``ddtool buffer --dataset cifar10 --data-root DIR``
+  finds CIFAR-10): one expert epoch of ConvNet-3 width 128 on the 50,000 training images.
 
 Each workload runs in three variants: ``eager``; ``compiled-cold`` (``--compile`` with an empty
 compile cache: what a first run pays); ``compiled-warm`` (``--compile`` again on the cache the cold
@@ -44,9 +46,12 @@ COMMON = ["--device", "cpu", "--threads", "1", "--quiet", "--seed", "0"]
 VARIANTS = ("eager", "compiled-cold", "compiled-warm")
 
 
-def workloads(size: str, out: Path) -> dict[str, list[str]]:
+def workloads(size: str, out: Path, cifar_root: str | None = None) -> dict[str, list[str]]:
     """``ddtool`` argv per workload; ``out`` is this run's scratch folder."""
     small = size == "small"
+    cifar = {"cifar-expert": ["buffer", "--dataset", "cifar10", "--data-root", cifar_root, "--out", str(out / "buffer"),
+                              "--width", "128", "--num-experts", "1", "--epochs", "1",
+                              *(["--train-subset", "20"] if small else [])]} if cifar_root else {}
     return {
         "expert": ["buffer", "--dataset", "fashion-mnist", "--out", str(out / "buffer"), "--width", "32",
                    "--num-experts", "1", "--epochs", "1", *(["--train-subset", "100"] if small else [])],
@@ -58,6 +63,7 @@ def workloads(size: str, out: Path) -> dict[str, list[str]]:
         "demo-eval": ["eval", "--random-ipc", "1", "--dataset", "fashion-mnist", "--width", "32", "--lr", "0.01",
                       "--runs", "3" if not small else "2", "--epochs", "20" if small else "300",
                       "--json", str(out / "eval.json")],
+        **cifar,
     }
 
 
@@ -96,7 +102,8 @@ def main() -> int:
     p.add_argument("work", type=Path, help="scratch folder (buffers, caches, log.txt)")
     p.add_argument("--size", choices=("full", "small"), default="full")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--only", nargs="+", choices=("expert", "eval", "demo-buffer", "demo-eval"))
+    p.add_argument("--only", nargs="+", choices=("expert", "eval", "demo-buffer", "demo-eval", "cifar-expert"))
+    p.add_argument("--cifar-root", help="folder holding prepared CIFAR-10: adds the cifar-expert workload")
     p.add_argument("--note", default="", help="recorded with every run, e.g. 'measured under load'")
     p.add_argument("--records", type=Path, default=HERE / "results.jsonl")
     args = p.parse_args()
@@ -104,7 +111,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
     facts = machine()
-    names = args.only or list(workloads(args.size, work))
+    names = args.only or list(workloads(args.size, work, args.cifar_root))
+    if "cifar-expert" in names and not args.cifar_root:
+        p.error("cifar-expert needs --cifar-root DIR")
     results: dict[tuple[str, str], list[dict]] = {}
     base_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     for r in range(args.rounds):
@@ -116,7 +125,7 @@ def main() -> int:
                 scratch = work / "scratch"
                 shutil.rmtree(scratch, ignore_errors=True)
                 scratch.mkdir()
-                argv = [*DDTOOL, *workloads(args.size, scratch)[name], *COMMON]
+                argv = [*DDTOOL, *workloads(args.size, scratch, args.cifar_root)[name], *COMMON]
                 if variant != "eager":
                     argv.append("--compile")
                 env = {**base_env, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
