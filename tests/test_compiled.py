@@ -209,6 +209,29 @@ def test_on_a_gpu_compile_needs_triton_and_a_c_compiler(monkeypatch, tmp_path):
     compiled._check_compilers.cache_clear()
 
 
+def test_a_bench_spec_turns_compile_on_per_command(tmp_path, toy_dataset):
+    """``compile = true`` in ``[buffer]`` / ``[eval]`` reaches those commands, not the distillation."""
+    from ddtoolbox.bench.runner import BenchRunner, cells_of
+    from ddtoolbox.bench.spec import check_spec, read_spec
+    from ddtoolbox.cli import manager
+    from ddtoolbox.cli.parsing import build_parser
+
+    path = tmp_path / "spec.toml"
+    path.write_text(f"""[bench]\ntitle = "t"\ndatasets = ["{toy_dataset}"]\nipcs = [1]\n
+[buffer]\nnum_experts = 1\ntrain_epochs = 4\ncompile = true\n[distill]\niterations = 1\n
+[eval]\neval_runs = 1\ncompile = true\n[methods.MTT]\nmatcher = "mtt"\n""")
+    spec = read_spec(path)
+    parsers = build_parser(manager()).commands
+    check_spec(spec, parsers)
+    calls = []
+    bench = BenchRunner(spec, tmp_path, ["--device", "cpu"], {}, parsers, lambda argv, log: calls.append(argv),
+                        progress=False)
+    commands = {argv[0]: argv for argv in bench.commands_of(cells_of(spec)[0], tmp_path / "x")}
+    assert "--compile" in commands["eval"] and "--compile" not in commands["distill"]
+    bench.ensure_buffer(toy_dataset)
+    assert calls[0][0] == "buffer" and "--compile" in calls[0]
+
+
 # ---------------------------------------------------------------------------- Inductor itself
 
 
