@@ -52,9 +52,10 @@ def prepare(enabled: bool, device: torch.device | str = "cpu") -> None:
     """
     if not enabled:
         return
+    # first: looking for the compiler makes Inductor fill in its own default (under /tmp)
+    os.environ.setdefault(CACHE_ENV, cache_dir())
     if BACKEND == "inductor":
         _check_compilers(torch.device(device).type)
-    os.environ.setdefault(CACHE_ENV, cache_dir())
 
 
 @functools.lru_cache(maxsize=None)

@@ -128,16 +128,21 @@ def test_the_partial_batch_is_not_padded(traced):
     assert traced["stats"]["unique_graphs"] == 2
 
 
-def test_the_cache_goes_under_the_user_cache_folder_unless_set(monkeypatch, tmp_path):
-    monkeypatch.delenv(compiled.CACHE_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    compiled.prepare(False)
-    assert compiled.CACHE_ENV not in os.environ       # nothing set unless asked
-    compiled.prepare(True)
-    assert os.environ[compiled.CACHE_ENV] == str(tmp_path / "cache" / "ddtoolbox" / "torch-compile")
-    monkeypatch.setenv(compiled.CACHE_ENV, str(tmp_path / "mine"))
-    compiled.prepare(True)
-    assert os.environ[compiled.CACHE_ENV] == str(tmp_path / "mine")
+def test_the_cache_goes_under_the_user_cache_folder_unless_set(tmp_path):
+    """In a fresh process, as a command starts: Inductor sets its own default (under /tmp) the first
+    time it is asked anything, so ours must be in place before the compiler check."""
+    import subprocess
+    import sys
+
+    script = ("import os; from ddtoolbox import compiled; compiled.prepare(False); "
+              "print(os.environ.get(compiled.CACHE_ENV)); compiled.prepare(True); print(os.environ[compiled.CACHE_ENV])")
+    env = {k: v for k, v in os.environ.items() if k != compiled.CACHE_ENV}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True).stdout.split()
+    assert out == ["None", str(tmp_path / "cache" / "ddtoolbox" / "torch-compile")]   # nothing set unless asked
+    env[compiled.CACHE_ENV] = str(tmp_path / "mine")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True).stdout.split()
+    assert out == [str(tmp_path / "mine")] * 2
 
 
 def test_without_a_cpp_compiler_compile_is_one_line_and_exit_2(ddtool, toy_dataset, tmp_path, monkeypatch):
