@@ -17,8 +17,8 @@ mean over its own images (``tests/test_compiled.py`` compares a whole epoch agai
 Fresh networks of the same architecture reuse the compiled code within a process.
 
 The compiled code is kept on disk under the user's cache folder (``$XDG_CACHE_HOME/ddtoolbox/
-torch-compile``, else ``~/.cache/ddtoolbox/torch-compile``) unless ``TORCHINDUCTOR_CACHE_DIR`` is
-set, so a second process with the same shapes skips most of the 10-100 s of compiling (the tracing,
+torch-compile``, else ``~/.cache/ddtoolbox/torch-compile``) unless ``TORCHINDUCTOR_CACHE_DIR`` names
+another folder than Inductor's own default, so a second process with the same shapes skips most of the 10-100 s of compiling (the tracing,
 a second or two, is redone). Inductor's own default, a folder under ``/tmp``, is lost at reboot.
 """
 
@@ -39,8 +39,20 @@ CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
 def cache_dir() -> str:
-    """Where compiled code is kept: ``$TORCHINDUCTOR_CACHE_DIR`` if the user set it, else ours."""
-    return os.environ.get(CACHE_ENV) or str(user_cache_dir() / "torch-compile")
+    """Where compiled code is kept: ``$TORCHINDUCTOR_CACHE_DIR`` if the user set it, else ours.
+
+    Importing parts of torch (torchvision does, when plugins load) makes Inductor write its own
+    default into the variable, so that value counts as unset.
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value:
+        try:
+            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        except ImportError:     # another torch layout: trust the variable
+            return value
+        if os.path.abspath(value) != os.path.abspath(default_cache_dir()):
+            return value
+    return str(user_cache_dir() / "torch-compile")
 
 
 def prepare(enabled: bool, device: torch.device | str = "cpu") -> None:
@@ -52,8 +64,8 @@ def prepare(enabled: bool, device: torch.device | str = "cpu") -> None:
     """
     if not enabled:
         return
-    # first: looking for the compiler makes Inductor fill in its own default (under /tmp)
-    os.environ.setdefault(CACHE_ENV, cache_dir())
+    # before the compiler check, which also makes Inductor fill in its default
+    os.environ[CACHE_ENV] = cache_dir()
     if BACKEND == "inductor":
         _check_compilers(torch.device(device).type)
 
