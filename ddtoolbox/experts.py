@@ -114,6 +114,7 @@ def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
     old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
     keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
             "train_images", "zca", "resize", "dsa_crop_ratio", "compile")
+    old = {"compile": False, **old}   # buffers from before --compile were trained eagerly
     changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
     if changed:
         raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the "

@@ -89,6 +89,12 @@ def test_a_resumed_buffer_keeps_its_mode(ddtool, toy_dataset, tmp_path, traced):
     r = ddtool(*common[:-4], "--num-experts", "2", "--out", out, "--resume", "--compile")
     assert r.code == 0, r.err
     assert len(json.loads((out / "buffer.json").read_text())["experts"]) == 2
+    # a buffer from before --compile existed was trained eagerly
+    meta = json.loads((out / "buffer.json").read_text())
+    del meta["compile"]
+    (out / "buffer.json").write_text(json.dumps(meta))
+    r = ddtool(*common[:-4], "--num-experts", "3", "--out", out, "--resume", "--compile")
+    assert r.code == 2 and "compile" in r.err
 
 
 def test_evaluation_compiles_once_for_every_network_and_records_it(ddtool, toy_dataset, tmp_path, traced):
