@@ -30,7 +30,7 @@ from .models import canonical_model_name
 from .models.registry import NETWORK_FIELDS
 from .outputs import OutputLock, check_writable, publish
 from .plugins import PluginManager
-from . import parallel
+from . import compiled, parallel
 from .runtime import configure_backends, environment, honours_threads, random_state_kept, seed_everything
 from .viz import save_image_grid
 
@@ -158,6 +158,10 @@ def distill(config: DistillConfig, plugins=(), options: dict | None = None, *,
     plugin_options = pm.plugin_options("distill", dict(options or {}), active)
 
     configure_backends(device, config.tf32)
+    if config.compile and not config.eval_every and main:
+        warn("--compile compiles the networks --eval-every trains (the unroll cannot be compiled); without "
+             "--eval-every it does nothing")
+    compiled.prepare(config.compile and bool(config.eval_every), device)
     generator = seed_everything(config.seed)
     matcher_cls = matcher_entry.obj
     if mode != "none" and config.buffer is not None:
@@ -326,7 +330,8 @@ def evaluate_images(run: Run, images, *, progress: bool, desc: str = "eval") -> 
     c = run.config
     test_set = load_dataset(c.dataset, "test", c.data_root, zca=c.zca)   # cached after the first call
     model, model_opts = run.matcher.network()
-    recipe = TrainRecipe(model, model_opts, c.eval_epochs, c.eval_batch, augment=DSA(crop_ratio=c.dsa_crop_ratio))
+    recipe = TrainRecipe(model, model_opts, c.eval_epochs, c.eval_batch, augment=DSA(crop_ratio=c.dsa_crop_ratio),
+                         compile=c.compile)
     with random_state_kept(run.device):
         return evaluate_set(recipe, images.detach(), run.targets.detach(), run.syn_lr.item(), test_set,
                             c.eval_runs, run.device, soft=bool(run.matcher.learn_targets), progress=progress,

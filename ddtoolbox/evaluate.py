@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import parallel
+from . import compiled, parallel
 from .config import CHECKPOINT_EPOCHS, PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import UsageError
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
@@ -120,6 +120,7 @@ class TrainRecipe:
     weight_decay: float = 5e-4
     augment: object = None         #: DSA or None
     test_every: int = 0            #: --accuracy max-over-checkpoints: also test every N epochs, keep the best
+    compile: bool = False          #: train through torch.compile (:mod:`ddtoolbox.compiled`)
 
 
 def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, soft: bool = False,
@@ -137,6 +138,7 @@ def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, 
     images = images.to(device)
     targets = protocol.prepare_targets(images, targets.to(device))
     n = len(images)
+    forward = compiled.training_module(net, recipe.compile)
     net.train()
     for epoch in tqdm(range(recipe.epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
         perm = torch.randperm(n, device=device)
@@ -145,7 +147,7 @@ def train_on_set(recipe: TrainRecipe, images, targets, lr: float, info, device, 
             x = images[idx]
             if recipe.augment is not None:
                 x, _ = recipe.augment(x)
-            loss = protocol.loss(net, x, targets[idx])
+            loss = protocol.loss(forward, x, targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -220,12 +222,13 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
 
 
 def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,
-               batch_size: int, augment, runs: int, device, save_model=None, progress: bool = True) -> dict:
+               batch_size: int, augment, runs: int, device, save_model=None, progress: bool = True,
+               compile: bool = False) -> dict:
     """Full-data training (``ddtool train-full``): ``runs`` networks on all of ``train_set`` with the
     evaluation protocol's loop, each tested; optionally the first saved (a KD teacher)."""
     if runs < 1:
         raise UsageError(f"--runs must be at least 1 (got {runs})")
-    recipe = TrainRecipe(model, model_options, epochs, batch_size, augment=augment)
+    recipe = TrainRecipe(model, model_options, epochs, batch_size, augment=augment, compile=compile)
     x_test, y_test = test_set.images.to(device), test_set.labels.to(device)
     accs = []
     for r in range(runs):
@@ -355,6 +358,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
 
     device = parallel.setup(settings.device, settings.dist_backend, settings.dist_timeout)
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
+    compiled.prepare(settings.compile, device)
     models = [canonical_model_name(m) for m in settings.model]   # unknown names fail before any work
     if settings.synthetic:
         record = load_synthetic(settings.synthetic, dataset=settings.dataset)
@@ -399,7 +403,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     for model, options in zip(models, options_all):
         seed_everything(settings.seed)
         recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment,
-                             test_every=CHECKPOINT_EPOCHS if settings.accuracy == "max-over-checkpoints" else 0)
+                             test_every=CHECKPOINT_EPOCHS if settings.accuracy == "max-over-checkpoints" else 0,
+                             compile=settings.compile)
         common = dict(progress=not settings.quiet, protocol=protocol, seed=settings.seed,
                       done=progress_file.done(model), on_network=progress_file.recorder(model))
         if settings.synthetic:
@@ -432,6 +437,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         "temperature": protocol.temperature if protocol.name == "kd" else None,
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
         "lr": lr, "epochs": settings.eval_epochs, "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
+        "compile": settings.compile,
         **image_record(info), "results": results,
     }
 
@@ -501,6 +507,7 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
 
     device = resolve_device(settings.device)
     configure_backends(device)      # cuDNN autotuning; TF32 off, as in distillation
+    compiled.prepare(settings.compile, device)
     model = canonical_model_name(settings.model)
     options = model_options(model, settings)
     for path, option in ((settings.json, "--json"), (settings.save_model, "--save-model"),
@@ -516,11 +523,11 @@ def train_full_data(settings: TrainFullSettings, report=None) -> dict:
                         epochs=settings.train_epochs, lr=settings.lr, batch_size=settings.batch_size,
                         augment=None if settings.no_dsa else DSA(crop_ratio=settings.dsa_crop_ratio),
                         runs=settings.runs, device=device,
-                        save_model=settings.save_model, progress=not settings.quiet)
+                        save_model=settings.save_model, progress=not settings.quiet, compile=settings.compile)
     recorded = {"epochs": settings.train_epochs, "lr": settings.lr, "batch_size": settings.batch_size,
                 "augmentation": "none" if settings.no_dsa else "dsa", "seed": settings.seed,
                 "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,
-                "train_images": len(train_set)}
+                "train_images": len(train_set), "compile": settings.compile}
     path = store_path(settings.full_results)
     entry = store_full(path, info.name, model, options, result, recorded, image_record(info))
     if report is not None:

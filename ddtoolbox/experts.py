@@ -22,7 +22,7 @@ from .errors import UsageError, warn
 from .io import load_tensors, read_json, save_tensors, write_json
 from .losses import accuracy
 from .models import create_model, flatten_params, load_flat
-from . import parallel
+from . import compiled, parallel
 from .outputs import OutputLock, check_writable
 from .runtime import honours_threads
 
@@ -113,7 +113,8 @@ def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
         raise UsageError(f"{out} already holds a buffer; pass --resume to add experts to it or choose another --out")
     old = read_json(meta_path, "buffer metadata", "delete the folder or choose another --out")
     keys = ("dataset", "model", "model_options", "epochs", "lr", "batch_size", "trainer", "trainer_options", "seed",
-            "train_images", "zca", "resize", "source", "dsa_crop_ratio")
+            "train_images", "zca", "resize", "source", "dsa_crop_ratio", "compile")
+    old = {"compile": False, **old}   # buffers from before --compile were trained eagerly
     changed = [k for k in keys if old.get(k, meta.get(k)) != meta.get(k)]  # keys an older buffer lacks pass
     if changed:
         raise UsageError(f"--resume with different settings ({', '.join(changed)}) than buffer {out}; use the "
@@ -162,6 +163,7 @@ def _train_one(e: int, out: Path, meta: dict, train_set, augment, step, device, 
     batch_size, epochs = meta["batch_size"], meta["epochs"]
     x_all, y_all = train_set.images, train_set.labels
     steps_per_epoch = (len(train_set) + batch_size - 1) // batch_size
+    forward = compiled.training_module(net, bool(meta.get("compile")))
     for epoch in range(len(snapshots) - 1, epochs):
         net.train()
         perm = torch.randperm(len(train_set))
@@ -171,7 +173,7 @@ def _train_one(e: int, out: Path, meta: dict, train_set, augment, step, device, 
             x, y = x_all[idx].to(device), y_all[idx].to(device)
             if augment is not None:
                 x, _ = augment(x)
-            total += float(step(net, opt, x, y, F.cross_entropy))
+            total += float(step(forward, opt, x, y, F.cross_entropy))
         snapshots.append(flatten_params(net).cpu())
         if epoch < epochs - 1:
             save_tensors(partial, {"snapshots": torch.stack(snapshots), "rng": rng_state()})
@@ -212,6 +214,7 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
     model = canonical_model_name(config.model)
     device = parallel.setup(config.device, config.dist_backend, config.dist_timeout)
     configure_backends(device)
+    compiled.prepare(config.compile, device)
     generator = seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_root, zca=config.zca)
     if config.train_subset:
@@ -229,5 +232,6 @@ def train_buffer(config, options: dict | None = None, *, manager=None, progress:
         step=step, trainer=config.trainer, seed=config.seed, device=device, resume=config.resume,
         progress=progress,
         extra_meta={"train_subset_per_class": config.train_subset, "trainer_options": plain_options,
-                    **image_record(train_set.info), "dsa_crop_ratio": config.dsa_crop_ratio},
+                    **image_record(train_set.info), "dsa_crop_ratio": config.dsa_crop_ratio,
+                    "compile": config.compile},
     )

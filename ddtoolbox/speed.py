@@ -10,6 +10,7 @@ with the device, software versions and date, so numbers from different machines 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -113,6 +114,7 @@ def measure(mode, *, channels, size, num_classes, model, model_options, ipc, bat
     flops = counter.get_total_flops()
     for _ in range(warmup):
         run()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -132,6 +134,8 @@ def measure(mode, *, channels, size, num_classes, model, model_options, ipc, bat
         "mode": mode, "seconds_per_iteration": seconds, "peak_memory_bytes": int(peak),
         "gflop_per_iteration": flops / 1e9, "achieved_tflops": flops / seconds / 1e12,
         "params": student.num_params, "images": n,
+        # on a shared CPU the times mean little without the load they were measured under
+        "load_average": [load_before, os.getloadavg()[0] if load_before is not None else None],
     }
 
 

@@ -38,6 +38,7 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_reported(tmp_path):
                                                      "speed-imagenet-ipc10", "buffer"]
     assert {s["status"] for s in summary["steps"]} == {"skipped"}
     assert [p["accuracy_mean"] for p in summary["protocol"]] == [None, None]
+    assert [c["accuracy_mean"] for c in summary["compiled_evaluation"]] == [None, None]
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "Dry run" in md and "buffer: skipped" in md and "| MTT | - |" in md
 
@@ -51,7 +52,11 @@ def test_a_dry_run_goes_through_every_step(tmp_path):
         "datm_cpd_dae-eval.json", "datm_cpd_dae-metrics.json", "log.txt", "mtt-eval.json", "mtt-metrics.json",
         "speed.jsonl", "summary.json", "summary.md"])           # at most 8 files come back from a device run
     summary = json.loads((out / "summary.json").read_text())
-    assert all(s["status"] == "ok" for s in summary["steps"]) and len(summary["steps"]) == 8
+    assert all(s["status"] == "ok" for s in summary["steps"]) and len(summary["steps"]) == 9
+    assert summary["steps"][-1]["step"] == "eval-mtt-compiled"
+    eager, comp = summary["compiled_evaluation"]
+    assert (eager["training"], comp["training"]) == ("eager", "compiled")
+    assert len(comp["accuracies"]) == 2 and comp["seconds"] > 0
     rows = [(r["channels"], r["size"], r["model"], r["ipc"], r["mode"]) for r in summary["speed"]]
     assert rows == [(1, 28, "ConvNet", 10, "full"), (1, 28, "ConvNet", 10, "checkpointed"),
                     (3, 128, "ConvNetD5", 1, "checkpointed"), (3, 128, "ConvNetD5", 10, "checkpointed")]

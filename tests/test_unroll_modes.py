@@ -124,7 +124,9 @@ def test_threads_option_applies_to_the_command_and_is_restored(ddtool, tmp_path)
                "--width", "2", "--syn-steps", "1", "--iterations", "1", "--modes", "full", "--no-dsa",
                "--device", "cpu", "--results", results, "--quiet")
     assert r.code == 0, r.err
-    assert json.loads(results.read_text())["device"] == f"cpu ({before + 1} threads)"
+    row = json.loads(results.read_text())
+    assert row["device"] == f"cpu ({before + 1} threads)"
+    assert len(row["load_average"]) == 2 and all(x >= 0 for x in row["load_average"])   # recorded with the time
     assert torch.get_num_threads() == before
     assert ddtool("bench-speed", "--threads", "0").code == 2
 

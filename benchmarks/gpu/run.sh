@@ -7,7 +7,9 @@
 #   2. the budget-matched Fashion-MNIST IPC 10 protocol: 4 experts x 12 epochs (ConvNet-3 width 128,
 #      SGD lr 0.01, DSA), 500 distillation iterations (syn_steps 20, expert_epochs 2, max_start_epoch 10,
 #      lr_img 1000, lr_lr 1e-5, every image per student step), 5 fresh networks x 1000 epochs, for
-#      '--matcher mtt' and for '--matcher datm --plugin cpd --plugin dae'.
+#      '--matcher mtt' and for '--matcher datm --plugin cpd --plugin dae';
+#   3. the MTT set's evaluation again with --compile (torch.compile, a cold compile cache), end to end,
+#      beside the eager evaluation of step 2: the last step, skipped when the budget is spent.
 #
 # Usage (from the repository root):   benchmarks/gpu/run.sh RESULTS_DIR
 #   RESULTS_DIR gets speed.jsonl, one eval JSON and one metrics JSON per method, summary.json (all of
@@ -163,17 +165,24 @@ if step buffer ddtool buffer --dataset fashion-mnist --out "$BUF" "${WIDTH[@]}" 
                 --eval-epochs "$EVAL_EPOCHS" --json "$OUT/$method-eval.json" "${COMMON[@]}"
         fi
     done
+    # 3. the same evaluation compiled; its JSON stays in $WORK (summary.json carries it: 8 files come back)
+    if [ -f "$WORK/mtt/synthetic.pt" ]; then
+        TORCHINDUCTOR_CACHE_DIR="$WORK/torch-compile" step eval-mtt-compiled ddtool eval \
+            --synthetic "$WORK/mtt/synthetic.pt" --eval-runs "$EVAL_RUNS" --eval-epochs "$EVAL_EPOCHS" --compile \
+            --json "$WORK/mtt-eval-compiled.json" "${COMMON[@]}"
+    fi
 fi
 
 # ---------------------------------------------------------------------------- summary
 
-"$PY" - "$OUT" "$STEPS" "$((($(date +%s) - START)))" "$DEVICE" "${DRY:-0}" <<'EOF' || FAILED=1
+"$PY" - "$OUT" "$STEPS" "$((($(date +%s) - START)))" "$DEVICE" "${DRY:-0}" "$WORK" <<'EOF' || FAILED=1
 import json
 import sys
 from pathlib import Path
 
 out, steps_file = Path(sys.argv[1]), Path(sys.argv[2])
 seconds, device, dry = int(sys.argv[3]), sys.argv[4], sys.argv[5] not in ("", "0")
+work = Path(sys.argv[6])
 
 
 def lines(path):
@@ -200,9 +209,18 @@ for key, label in methods.items():
         "distill_seconds": next((s.get("seconds") for s in steps if s["step"] == f"distill-{key}"), None),
         "eval_seconds": next((s.get("seconds") for s in steps if s["step"] == f"eval-{key}"), None),
     })
+def step_seconds(name):
+    return next((s.get("seconds") for s in steps if s["step"] == name), None)
+
+
+compiled_eval = json.loads((work / "mtt-eval-compiled.json").read_text()) if (work / "mtt-eval-compiled.json").is_file() else None
+eager_eval = load("mtt-eval.json")
+compiled_row = [{"training": label, "accuracy_mean": e["mean"] if e else None, "accuracy_std": e["std"] if e else None,
+                 "accuracies": e["runs"] if e else None, "seconds": step_seconds(name)}
+                for label, e, name in (("eager", eager_eval, "eval-mtt"), ("compiled", compiled_eval, "eval-mtt-compiled"))]
 env = {k: speed[0][k] for k in ("device", "torch", "kornia", "ddtoolbox", "python", "date") if k in speed[0]} if speed else {}
 summary = {"dry_run": dry, "device_asked": device, "environment": env, "total_seconds": seconds, "steps": steps,
-           "speed": speed, "protocol": protocol,
+           "speed": speed, "protocol": protocol, "compiled_evaluation": compiled_row,
            "yardstick": {"what": "reference MTT on the same budget (one H100)", "accuracy": "85.38 ± 0.30",
                          "initial_real_images": "75.25 ± 0.40", "ms_per_iteration": "275-300",
                          "experts_seconds": 139}}
@@ -225,7 +243,12 @@ for p in protocol:
     ms = f"{p['seconds_per_iteration'] * 1000:.0f}" if p["seconds_per_iteration"] is not None else "-"
     md.append(f"| {p['method']} | {acc} | {ms} | {p['distill_seconds'] or '-'} | {p['eval_seconds'] or '-'} |")
 md += ["| reference MTT, same budget (H100) | 85.38 ± 0.30 | 275-300 | - | - |", "",
-       "## Steps", ""] + [f"- {s['step']}: {s['status']}" + (f" ({s['seconds']} s)" if "seconds" in s else "")
+       "## Evaluation of the MTT set, eager and --compile (end to end, compiling included, cold cache)", "",
+       "| training | accuracy (%) | eval s |", "|---|---|---|"]
+for c in compiled_row:
+    acc = f"{c['accuracy_mean'] * 100:.2f} ± {c['accuracy_std'] * 100:.2f}" if c["accuracy_mean"] is not None else "-"
+    md.append(f"| {c['training']} | {acc} | {c['seconds'] or '-'} |")
+md += ["", "## Steps", ""] + [f"- {s['step']}: {s['status']}" + (f" ({s['seconds']} s)" if "seconds" in s else "")
                           for s in steps]
 (out / "summary.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
