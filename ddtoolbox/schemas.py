@@ -81,6 +81,8 @@ SYNTHETIC_META = Schema("`meta` of synthetic.pt and metrics.json", "", 1,
     Field("world_size", "int", "processes that ran it"),
     Field("resize", "str | null", "how images were brought to `image_size` (`squash`, `crop`, or `null`)"),
     Field("zca", "bool", "whether the images are ZCA-whitened"),
+    Field("source", "str", "the content id of the prepared store the images came from (`sha256:` + 16 hex digits; "
+          "absent for data read as it is); a set is refused on another copy", required=False),
     Field("dsa_crop_ratio", "number", "the DSA crop reach the run used"),
     Field("published", "bool", "`true`; the folder's `manifest.json` vouches for the file"),
 ))
@@ -167,6 +169,9 @@ BUFFER = Schema("buffer.json", "BUFFER/buffer.json", 1,
     Field("augmentation", "str", "`dsa` or `none`"),
     Field("train_subset_per_class", "int | null", "`--train-subset`"),
     Field("zca", "bool", ""), Field("resize", "str | null", ""), Field("dsa_crop_ratio", "number", ""),
+    Field("source", "str", "content id of the prepared store (absent for data read as it is)", required=False),
+    Field("compile", "bool", "whether the experts were trained through torch.compile (absent: eager)",
+          required=False),
     Field("num_params", "int", "P, parameters per network"),
     Field("experts", "list[dict]", "the finished experts", of=EXPERT_ENTRY),
 ), recorded="`format`, `format_version`")
