@@ -3,6 +3,7 @@ own readers; that they change no result; and the one line a missing library give
 
 import json
 import struct
+import time
 import sys
 
 import pytest
@@ -118,6 +119,12 @@ def test_wandb_offline_run_holds_the_history(ddtool, toy_dataset, toy_buffer, tm
                 "--wandb-project", "toy")
     assert r.code == 0, r.err
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    # wandb-core writes the offline file from its own process and may still be flushing it when
+    # finish() returns (seen as a 7-byte file under load): wait for the run's exit record
+    deadline = time.monotonic() + 60
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(run_file)):
+        assert time.monotonic() < deadline, f"{run_file} never got its exit record"
+        time.sleep(0.2)
     rows, config = {}, {}
     for record in wandb_records(run_file):
         kind = record.WhichOneof("record_type")
