@@ -24,7 +24,7 @@ from .cifar import CIFAR10_DIR, CIFAR100_DIR, is_cifar10_dir, is_cifar100_dir, l
 from .idx import has_idx_files, load_idx_split
 from .imagenet_subsets import SUBSETS, subset_info
 from .locate import DataLocation
-from .prepare import is_prepared_dir, load_prepared
+from .store import is_store_dir as is_prepared_dir, load_prepared
 from .registry import register_dataset
 
 # Where the Debian package dataset-fashion-mnist installs the files. Read at lookup time (see

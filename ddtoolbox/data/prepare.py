@@ -50,7 +50,7 @@ from ddtoolbox.io import user_cache_dir
 
 from . import store
 from .imagefolder import GRAY_MODES, IMAGE_EXTENSIONS
-from .imagenet_subsets import IMAGE_SIZE, ImageNetSubset, duplicate_warning, get_subset, resolve_class
+from .imagenet_subsets import IMAGE_SIZE, ImageNetSubset, duplicate_warning, get_subset
 from .locate import ENV_VAR
 
 #: ImageNet folder -> registry split
@@ -70,10 +70,6 @@ def check_resize(resize: str) -> str:
         raise UsageError(f"--resize must be one of {', '.join(TRANSFORMS)} (got {resize!r}); squash is what the "
                          f"reference implementations do")
     return resize
-
-
-def is_prepared_dir(path: Path) -> bool:
-    return store.is_store_dir(path)
 
 
 def output_dir(name: str, out=None, data_root=None) -> Path:
@@ -432,40 +428,3 @@ def _publish(target: Target, splits, meta: dict, out, data_root, warn) -> dict:
     if grey:
         warn(f"{target.name}: converted {grey} greyscale image(s) to RGB (counted in meta.json)")
     return store.write_store(output_dir(target.name, out, data_root), splits, meta)
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def _fix(name: str, folder, subset: bool) -> str:
-    how = f"--imagenet-root IMAGENET --subset {name}" if subset else f"--source TREE --dataset {name}"
-    return f"prepare it again with 'ddtool data prepare {how} --out {folder}'"
-
-
-def load_prepared(folder: Path, split: str, subset: ImageNetSubset | str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """A stored split as (uint8 images, labels, ``{"info": ...}``) after checking that it is this
-    dataset's store, that both splits come from one preparation, and how it was resized."""
-    name = subset.name if isinstance(subset, ImageNetSubset) else subset
-    fix = _fix(name, folder, isinstance(subset, ImageNetSubset))
-    images, labels, meta = store.load_split(folder, split, fix, what=f"prepared {name}")
-    path = Path(folder) / f"{split}.pt"
-    stored = meta.get("dataset", meta.get("subset"))
-    if stored != name:
-        raise UsageError(f"{path} holds dataset '{stored}', not {name}; point --data-root at the {name} store, or {fix}")
-    if isinstance(subset, ImageNetSubset):
-        wanted = [subset.wnids[subset.indices.index(i)] for i in subset.distinct_indices]
-        if list(meta.get("wnids", [])) != wanted:
-            raise UsageError(f"{path} holds other classes than {name}; {fix}")
-    if "resize" not in meta or (isinstance(subset, ImageNetSubset) and meta["resize"] not in TRANSFORMS):
-        raise UsageError(f"{path} does not record how its images were resized (prepared by an older ddtoolbox); "
-                         f"{fix} --resize squash (the references' way) or --resize crop")
-    info: dict = {"resize": meta["resize"], "image_size": tuple(images.shape[2:])}
-    if meta.get("content_id"):
-        record = store.read_meta(folder, fix)
-        if record is None or record.get("content_id") != meta["content_id"]:
-            raise UsageError(f"{path} is not from the preparation that {folder}/meta.json records (an interrupted or "
-                             f"mixed store); {fix}")
-        info["source"] = meta["content_id"]
-    return images, labels, {"info": info}
-
-

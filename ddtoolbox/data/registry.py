@@ -148,7 +148,7 @@ def _entry(name: str, data_root) -> _Entry:
                          f"again with 'ddtool data prepare --dataset {key} --source TREE'") from None
 
     def load(where: Path, split: str):
-        from .prepare import load_prepared
+        from .store import load_prepared
 
         return load_prepared(where, split, key)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,6 +35,9 @@ FORMAT_VERSION = 2
 LEGACY_FORMAT = "ddtoolbox-imagenet-subset"
 SPLITS = ("train", "test")
 META = "meta.json"
+
+if TYPE_CHECKING:
+    from .imagenet_subsets import ImageNetSubset
 
 
 def is_store_dir(path: Path) -> bool:
@@ -107,3 +111,43 @@ def load_split(folder: Path, split: str, fix: str, *, what: str) -> tuple[torch.
         raise UsageError(f"{path} holds images {tuple(images.shape)} {images.dtype} and {tuple(labels.shape)} labels, "
                          f"not (N, C, H, W) uint8 with N labels; {fix}")
     return images, labels, meta
+
+
+def _fix(name: str, folder, subset: bool) -> str:
+    how = f"--imagenet-root IMAGENET --subset {name}" if subset else f"--source TREE --dataset {name}"
+    return f"prepare it again with 'ddtool data prepare {how} --out {folder}'"
+
+
+def load_prepared(folder: Path, split: str, subset: "ImageNetSubset | str") -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A stored split as (uint8 images, labels, ``{"info": ...}``), the loader every prepared dataset
+    registers, after checking that the store is this dataset's, that both splits come from one
+    preparation, and how it was resized.
+
+    :param subset: the ImageNet subset (its classes are checked too) or the dataset's name.
+    """
+    from .imagenet_subsets import ImageNetSubset
+    from .info import RESIZE_MODES
+
+    is_subset = isinstance(subset, ImageNetSubset)
+    name = subset.name if is_subset else subset
+    fix = _fix(name, folder, is_subset)
+    images, labels, meta = load_split(folder, split, fix, what=f"prepared {name}")
+    path = Path(folder) / f"{split}.pt"
+    stored = meta.get("dataset", meta.get("subset"))
+    if stored != name:
+        raise UsageError(f"{path} holds dataset '{stored}', not {name}; point --data-root at the {name} store, or {fix}")
+    if is_subset:
+        wanted = [subset.wnids[subset.indices.index(i)] for i in subset.distinct_indices]
+        if list(meta.get("wnids", [])) != wanted:
+            raise UsageError(f"{path} holds other classes than {name}; {fix}")
+    if "resize" not in meta or (is_subset and meta["resize"] not in RESIZE_MODES):
+        raise UsageError(f"{path} does not record how its images were resized (prepared by an older ddtoolbox); "
+                         f"{fix} --resize squash (the references' way) or --resize crop")
+    info: dict = {"resize": meta["resize"], "image_size": tuple(images.shape[2:])}
+    if meta.get("content_id"):
+        record = read_meta(folder, fix)
+        if record is None or record.get("content_id") != meta["content_id"]:
+            raise UsageError(f"{path} is not from the preparation that {folder}/meta.json records (an interrupted or "
+                             f"mixed store); {fix}")
+        info["source"] = meta["content_id"]
+    return images, labels, {"info": info}
