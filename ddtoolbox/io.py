@@ -8,6 +8,7 @@ run code.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 
 from .errors import UsageError, brief
+from .finite import require_finite
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -53,8 +55,22 @@ def _umask() -> int:
     return mask
 
 
+def sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (files may be larger than memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_tensors(path, obj: dict) -> Path:
-    """Save a dict of tensors and plain values, loadable with ``weights_only=True``."""
+    """Save a dict of tensors and plain values, loadable with ``weights_only=True``.
+
+    A tensor holding NaN or infinity is refused (:mod:`ddtoolbox.finite`): nothing diverged is stored.
+    """
+    require_finite(obj, f"{Path(path).name}, about to be written to {Path(path).parent},",
+                   "lower the learning rate of the run that made it")
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

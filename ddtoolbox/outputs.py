@@ -17,7 +17,6 @@ Three promises every command that writes results keeps:
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import time
@@ -28,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import UsageError
-from .io import read_json, write_json
+from .io import read_json, sha256, write_json
 
 LOCK_NAME = ".ddtool.lock"
 MANIFEST = "manifest.json"
@@ -95,14 +94,6 @@ class OutputLock:
     def __exit__(self, *exc):
         self._lock.release()
         return False
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def publish(folder, files: dict[str, Callable[[Path], object]], what: str = "run") -> Path:

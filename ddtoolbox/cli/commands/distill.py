@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ... import hookimpl
@@ -31,9 +32,12 @@ def run(args, pm) -> None:
     if not is_main():
         return
     extra = [p for p in run.plugins if p != pm.matcher(run.config.matcher).plugin]
+    if not run.history:     # --iterations 0: the initial images, published as they are (an ablation's init row)
+        ending = "0 iterations, so these are the initial images, unmatched"
+    else:
+        ending = f"final loss {run.loss:.4f}" if math.isfinite(run.loss) else "the last iteration was skipped"
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
-          f"{' + ' + ', '.join(extra) if extra else ''}; "
-          f"final loss {run.loss:.4f}, learned lr {run.syn_lr.item():.4g}")
+          f"{' + ' + ', '.join(extra) if extra else ''}; {ending}, learned lr {run.syn_lr.item():.4g}")
     evals = [h for h in run.history if "eval_mean" in h]
     if evals:
         print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
