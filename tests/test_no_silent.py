@@ -130,3 +130,74 @@ def test_a_garbled_expert_is_reported_as_corrupt_not_as_divergence(toy_dataset, 
     (buf / "buffer.json").write_text(json.dumps(meta))
     r = run_cli(*distill_argv(str(buf), tmp_path / "out2", "--iterations", "2"))
     one_line(r, 2, f"expert trajectory {path} is corrupt", "NaN or infinite")
+
+
+# ---------------------------------------------------------------------------- a plugin's options need the plugin
+
+
+@pytest.mark.parametrize("extra, flag, fix", [
+    (("--cpd-alpha", "0.5"), "--cpd-alpha", "add --plugin cpd"),
+    (("--dae-beta", "3"), "--dae-beta", "add --plugin dae"),
+    (("--cpd-alpha", "0"), "--cpd-alpha", "add --plugin cpd"),           # given, though equal to its default
+    (("--threshold", "0.5"), "--threshold", "add --matcher datm"),     # a matcher's option
+])
+def test_a_plugin_option_without_its_plugin_is_refused(toy_dataset, toy_buffer, tmp_path, extra, flag, fix):
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", *extra))
+    one_line(r, 2, f"{flag} is an option of plugin", fix, "--plugin no:")
+    assert not (tmp_path / "synthetic.pt").exists()
+
+
+def test_blocking_the_plugin_says_its_options_are_meant_to_be_ignored(toy_dataset, toy_buffer, tmp_path):
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--cpd-alpha", "0.5", "-p", "no:cpd"))
+    assert r.code == 0, r.err
+    assert "ignoring --cpd-alpha" in r.err
+
+
+def test_a_trainer_option_without_its_trainer_names_the_trainer(toy_dataset, tmp_path):
+    r = run_cli("buffer", "--dataset", toy_dataset, "--out", tmp_path, "--num-experts", "1", "--epochs", "1",
+                "--rho", "0.1", *TINY)
+    one_line(r, 2, "--rho is an option of plugin 'ftd'", "add --trainer ftd")
+    assert not (tmp_path / "buffer.json").exists()
+
+
+def test_the_python_api_refuses_an_inactive_plugins_option(toy_buffer, tmp_path):
+    from ddtoolbox import distill
+    from ddtoolbox.errors import UsageError
+    from ddtoolbox.testing import toy_config
+
+    with pytest.raises(UsageError, match="--cpd-alpha is an option of plugin 'cpd'"):
+        distill(toy_config(toy_buffer, tmp_path, iterations=1), options={"cpd_alpha": 0.25})
+
+
+def test_resume_refuses_an_option_of_a_plugin_the_run_lacks(toy_dataset, toy_buffer, tmp_path, monkeypatch):
+    import ddtoolbox.loop as loop
+
+    monkeypatch.setattr(loop.Loop, "step", lambda self, it: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "2")).code == 130
+    r = run_cli("distill", "--resume", "--out", tmp_path, "--cpd-alpha", "0.5")
+    one_line(r, 2, "--cpd-alpha is not an option of the run")
+
+
+def test_a_bench_spec_with_a_plugin_option_but_not_the_plugin_fails_its_check(toy_dataset, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[bench]\ndatasets = ["{toy_dataset}"]\nipcs = [1]\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\n'
+                    f'width = 8\n[distill]\niterations = 1\n[methods.MTT]\nmatcher = "mtt"\n'
+                    f'options = {{cpd_alpha = 0.25}}\n')
+    r = run_cli("bench", spec, "--dry-run", "--device", "cpu")
+    one_line(r, 2, "--cpd-alpha is an option of plugin 'cpd'", "add --plugin cpd")
+
+
+def test_a_preset_with_a_plugin_option_but_not_the_plugin_is_refused(toy_dataset, toy_buffer, tmp_path, monkeypatch):
+    import ddtoolbox.cli as cli
+    from ddtoolbox.plugins import Registered
+
+    real = cli.manager
+
+    def with_preset(blocked=()):
+        pm = real(blocked)
+        pm.presets["bad"] = Registered("bad", {"distill": {"cpd_alpha": 0.25}}, "test", "cpd_alpha without cpd")
+        return pm
+
+    monkeypatch.setattr(cli, "manager", with_preset)
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--preset", "bad"))
+    one_line(r, 2, "--cpd-alpha is an option of plugin 'cpd'", "add --plugin cpd")

@@ -57,6 +57,8 @@ def resume_settings(args, pm):
     from ...distillation import resume_settings as saved
     from ...errors import UsageError
 
+    from dataclasses import fields
+
     if args.preset:
         raise UsageError("--resume takes the run's settings from its checkpoint; drop --preset")
     config, plugins, options = saved(args.out)
@@ -73,6 +75,11 @@ def resume_settings(args, pm):
         if getattr(args, name) != options[name]:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {args.out} "
                              f"({options[name]}); drop it to resume")
+    unused = sorted(given & {f.name for cls in pm.option_classes("distill").values() for f in fields(cls)}
+                    - set(options))
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} is not an option of the run in {args.out} (its plugins: "
+                         f"{', '.join(plugins) or 'none'}); drop it to resume")
     if "plugins" in given and [p for p in args.plugins if p != config.matcher] != plugins:
         raise UsageError(f"the run in {args.out} has plugins {plugins or 'none'}; resume it without --plugin")
     return config.replace(**changes), plugins, options
