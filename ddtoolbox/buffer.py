@@ -144,7 +144,11 @@ class Buffer:
         if info is not None:
             from .data import check_same_images
 
+            from .data.normalization import check_normalisation
+
             check_same_images(info, m, f"buffer {self.path}", "use a buffer made from these images")
+            check_normalisation(info, m, f"buffer {self.path / META}", "use a buffer made from these images, or "
+                                f"make one with 'ddtool buffer'")
         if needed_epochs is not None and needed_epochs > self.epochs:
             raise UsageError(
                 f"buffer {self.path} has {self.epochs}-epoch trajectories but the run needs "

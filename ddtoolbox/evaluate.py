@@ -339,6 +339,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     """
     from .augment import DSA
     from .data import check_same_images, image_record, load_dataset
+    from .data.normalization import check_normalisation
     from .runtime import configure_backends, seed_everything
     from .full_results import lookup_full, store_path
 
@@ -355,6 +356,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         check_fits(record, test_set.info, f"synthetic set {settings.synthetic}")
         check_same_images(test_set.info, meta, f"synthetic set {settings.synthetic}",
                           "distil a set from these images")
+        check_normalisation(test_set.info, meta, f"synthetic set {settings.synthetic}", "distil a set from these images")
         models = models or [meta["model"]]
         has_learned = "targets" in record
         lr = settings.lr or float(record["lr"])

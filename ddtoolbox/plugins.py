@@ -231,6 +231,11 @@ class PluginManager:
             raise UsageError(f"plugin module '{value}' failed to import: {exc!r}") from exc
         if not self.pm.is_registered(module):
             self._register(module, value, "fix the module")
+            if not self.pm.get_hookcallers(module):     # e.g. --plugin os.path: importable, but no plugin
+                self.pm.unregister(module)
+                raise UsageError(f"module '{value}' is not a ddtoolbox plugin: it implements none of ddtoolbox's "
+                                 f"hooks (see ddtoolbox.hookspecs); check the name ('ddtool plugins' lists the "
+                                 f"installed ones)")
             self._collect_registrations([value])
             self._option_classes.clear()
         return self.pm.get_name(module)

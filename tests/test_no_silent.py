@@ -181,7 +181,7 @@ def test_resume_refuses_an_option_of_a_plugin_the_run_lacks(toy_dataset, toy_buf
 def test_a_bench_spec_with_a_plugin_option_but_not_the_plugin_fails_its_check(toy_dataset, tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(f'[bench]\ndatasets = ["{toy_dataset}"]\nipcs = [1]\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\n'
-                    f'width = 8\n[distill]\niterations = 1\n[methods.MTT]\nmatcher = "mtt"\n'
+                    f'width = 8\n[distill]\niterations = 1\nmax_start_epoch = 1\nexpert_epochs = 1\n[methods.MTT]\nmatcher = "mtt"\n'
                     f'options = {{cpd_alpha = 0.25}}\n')
     r = run_cli("bench", spec, "--dry-run", "--device", "cpu")
     one_line(r, 2, "--cpd-alpha is an option of plugin 'cpd'", "add --plugin cpd")
@@ -201,3 +201,196 @@ def test_a_preset_with_a_plugin_option_but_not_the_plugin_is_refused(toy_dataset
     monkeypatch.setattr(cli, "manager", with_preset)
     r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--preset", "bad"))
     one_line(r, 2, "--cpd-alpha is an option of plugin 'cpd'", "add --plugin cpd")
+
+
+# ---------------------------------------------------------------------------- input checks
+
+
+def test_a_buffer_whose_recorded_normalisation_is_not_the_datas_is_refused(toy_dataset, toy_buffer, tmp_path):
+    import shutil
+
+    for bad in (float("nan"), 0.5):
+        buf = tmp_path / f"buf-{bad}"
+        shutil.copytree(toy_buffer, buf)
+        meta = json.loads((buf / "buffer.json").read_text())
+        meta["mean"] = [bad]
+        (buf / "buffer.json").write_text(json.dumps(meta))
+        r = run_cli(*distill_argv(str(buf), tmp_path / f"out-{bad}", "--iterations", "1"))
+        one_line(r, 2, "records the normalisation mean", "toy-quadrants's is [0.3]")
+
+
+def test_a_synthetic_set_whose_recorded_normalisation_is_not_the_datas_is_refused(toy_dataset, toy_buffer, tmp_path):
+    from ddtoolbox.outputs import publish
+
+    assert run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "0")).code == 0
+    record = torch.load(tmp_path / "synthetic.pt", weights_only=True)
+    record["meta"]["std"] = [0.6]
+    publish(tmp_path / "edited", {"synthetic.pt": lambda p: save_tensors(p, record)})
+    r = run_cli("eval", "--synthetic", tmp_path / "edited" / "synthetic.pt", "--runs", "1", "--epochs", "1", *TINY)
+    one_line(r, 2, "records the normalisation std [0.6]")
+
+
+@pytest.mark.parametrize("threshold", [5.0, 0.0, -1.0, float("nan")])
+def test_a_complexity_threshold_outside_zero_one_is_refused(threshold):
+    from ddtoolbox.compdd.complexity import check_threshold, score_classes
+    from ddtoolbox.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--threshold must be in \(0, 1\]"):
+        score_classes(None, iter(()), torch.zeros(1), None, 0, "cpu", threshold=threshold, progress=False)
+    assert check_threshold(1) == 1.0 and check_threshold(0.5) == 0.5
+
+
+@pytest.mark.parametrize("argv, name", [
+    (("buffer", "--dataset", TOY_NAME, "--out", ""), "--out"),
+    (("distill", "--out", " "), "--out"),
+    (("eval", "--random-ipc", "1", "--dataset", TOY_NAME, "--json", ""), "--json"),
+    (("bench", ""), "SPEC"),
+    (("bench", "spec.toml", "--devices", ""), "--devices"),
+    (("presets", "--show", ""), "--show"),
+    (("distill", "--out", "x", "--plugin", ""), "--plugin"),
+    (("eval", "--random-ipc", "1", "--dataset", TOY_NAME, "--data-root", ""), "--data-root"),
+])
+def test_an_empty_value_is_refused_not_taken_for_a_default(tmp_path, monkeypatch, argv, name):
+    monkeypatch.chdir(tmp_path)
+    one_line(run_cli(*argv), 2, f"{name} is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_speed_results_may_still_be_empty_for_none():
+    from ddtoolbox.cli import build_parser, manager
+
+    parser = build_parser(manager()).commands["bench-speed"]
+    assert next(a for a in parser._actions if a.dest == "results").allow_empty
+
+
+def test_a_module_that_is_no_plugin_is_refused(toy_dataset, toy_buffer, tmp_path):
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--plugin", "os.path"))
+    one_line(r, 2, "module 'os.path' is not a ddtoolbox plugin")
+
+
+def test_label_experts_beyond_the_buffer_is_refused(toy_dataset, toy_buffer, tmp_path):
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--matcher", "datm", "--label-experts", "99"))
+    one_line(r, 2, "--label-experts 99", "holds 2 experts")
+
+
+def test_ddtool_data_pointing_nowhere_is_an_error(toy_dataset, tmp_path, monkeypatch):
+    from ddtoolbox.data import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing"))
+    r = run_cli("eval", "--random-ipc", "1", "--dataset", "fashion-mnist", "--runs", "1", "--epochs", "1", *TINY)
+    one_line(r, 2, f"{ENV_VAR}={tmp_path / 'missing'} does not exist")
+
+
+BENCH = ('[bench]\ndatasets = ["{dataset}"]\nipcs = {ipcs}\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\nwidth = 8\n'
+         '[distill]\niterations = 1\nmax_start_epoch = {start}\nexpert_epochs = 1\n{extra}[methods.MTT]\nmatcher = "mtt"\n')
+
+
+@pytest.mark.parametrize("ipcs, start, extra, needle", [
+    ("[1, 7]", 1, "[ipc.2.eval]\neval_runs = 1\n", "[ipc.2] is for IPC 2, which is not in [bench] ipcs"),
+    ("[1, 1]", 1, "", "ipcs lists 1 more than once"),
+    ("[1]", 5, "", "max_start_epoch + expert_epochs = 6, but the [buffer] experts train for 2 epochs"),
+])
+def test_bench_spec_mistakes_are_found_before_anything_runs(toy_dataset, tmp_path, ipcs, start, extra, needle):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(BENCH.format(dataset=toy_dataset, ipcs=ipcs, start=start, extra=extra))
+    r = run_cli("bench", spec, "--device", "cpu", "--quiet")
+    one_line(r, 2, needle)
+    assert not (tmp_path / "buffers").exists()
+
+
+def test_a_spec_of_random_bytes_is_one_line(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(bytes(range(128, 256)) * 4)
+    one_line(run_cli("bench", spec), 2, "is not a text file")
+
+
+def test_a_preset_value_is_checked_even_when_a_flag_replaces_it(toy_dataset, toy_buffer, tmp_path, monkeypatch):
+    import ddtoolbox.cli as cli
+    from ddtoolbox.plugins import Registered
+
+    real = cli.manager
+
+    def with_preset(blocked=()):
+        pm = real(blocked)
+        pm.presets["bad"] = Registered("bad", {"distill": {"syn_steps": -5}}, "test", "a bad value")
+        return pm
+
+    monkeypatch.setattr(cli, "manager", with_preset)
+    r = run_cli(*distill_argv(toy_buffer, tmp_path, "--iterations", "1", "--preset", "bad", "--syn-steps", "3"))
+    one_line(r, 2, "preset 'bad' [distill] syn_steps = -5", "--syn-steps must be at least 1")
+
+
+def test_outputs_that_cannot_be_written_are_found_before_compute(toy_dataset, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(BENCH.format(dataset=toy_dataset, ipcs="[1]", start=1, extra=""))
+    one_line(run_cli("bench", spec, "--out", blocker / "out", "--device", "cpu"), 2, "a file stands where a folder")
+    r = run_cli("bench-speed", "--results", blocker / "r.jsonl", "--iterations", "1", "--device", "cpu")
+    one_line(r, 2, "--results")
+    assert "bench-speed on" not in r.out                       # refused before the timing, not after
+
+
+def test_a_file_size_limit_is_exit_2_naming_the_file(toy_dataset, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    launch = ("import sys; from ddtoolbox.testing import register_toy_dataset; register_toy_dataset(); "
+              "from ddtoolbox.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", launch, "buffer", "--dataset", TOY_NAME, "--out", str(tmp_path / "b"),
+                        "--num-experts", "1", "--epochs", "1", "--batch-size", "32", *TINY],
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and f"cannot write {tmp_path / 'b' / 'expert_000.pt'}" in r.stderr
+    assert "ulimit -f" in r.stderr
+    assert not [p for p in (tmp_path / "b").iterdir() if p.name != ".ddtool.lock"]
+
+
+def test_a_full_disk_during_the_probe_leaves_no_probe_file(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from ddtoolbox.errors import UsageError
+    from ddtoolbox.outputs import check_writable
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        with open(self, "wb") as fh:
+            fh.write(data[:1])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(UsageError, match="the disk is full"):
+        check_writable(tmp_path)
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert not list(tmp_path.glob(".ddtool-probe-*"))
+
+
+def test_an_os_error_on_a_users_path_is_exit_2_naming_it(toy_dataset, tmp_path, monkeypatch):
+    import errno
+
+    import ddtoolbox.cli.commands.evaluation as evaluation
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "somewhere"))
+
+    monkeypatch.setattr(evaluation, "run_eval", read_only)
+    monkeypatch.setattr("ddtoolbox.evaluate.evaluate_synthetic", read_only)
+    r = run_cli("eval", "--random-ipc", "1", "--dataset", toy_dataset, *TINY)
+    one_line(r, 2, f"cannot use {tmp_path / 'somewhere'}: read-only file system", "fix the permissions")
+
+
+def test_two_eval_writers_of_one_json_file_are_refused(toy_dataset, tmp_path):
+    from ddtoolbox.outputs import OutputLock
+
+    with OutputLock(tmp_path, "--json", file="e.json"):
+        r = run_cli("eval", "--random-ipc", "1", "--dataset", toy_dataset, "--runs", "1", "--epochs", "1",
+                    "--json", tmp_path / "e.json", *TINY)
+        one_line(r, 2, f"another ddtool process is writing {tmp_path / 'e.json'}")
+        r = run_cli("eval", "--random-ipc", "1", "--dataset", toy_dataset, "--runs", "1", "--epochs", "1",
+                    "--json", tmp_path / "other.json", *TINY)
+        assert r.code == 0, r.err                               # another file in the same folder goes on
+    assert not (tmp_path / "e.json").exists() and (tmp_path / "other.json").exists()

@@ -398,11 +398,19 @@ class BenchRunner:
     def check(self, manager, only: set[str] | None = None) -> None:
         """Every cell's commands parse and make valid settings, every matcher, plugin and dataset
         exists: checked before the first cell runs, so a typo never surfaces hours in."""
-        from ..config import DistillConfig, EvalSettings
+        from ..config import BufferConfig, DistillConfig, EvalSettings
         from ..data import dataset_info
 
         for dataset in self.spec.datasets:
             dataset_info(dataset)
+        epochs = {}      # each dataset's buffer: its experts' epochs, known before any is trained
+        for dataset in self.spec.datasets:
+            argv = ["--dataset", dataset, "--out", str(self.buffer_dir(dataset)), *self.flags("buffer", self.spec.buffer),
+                    *self.common]
+            try:
+                epochs[dataset] = BufferConfig.from_namespace(self.parsers["buffer"].parse_args(argv)).train_epochs
+            except UsageError as exc:
+                raise UsageError(f"{self.spec.path} [buffer]: {exc}") from None
         for cell in self.selected(only):
             for argv in self.commands_of(cell, cell.folder(self.out)):
                 where = f"{self.spec.path}, cell {cell}"
@@ -414,6 +422,11 @@ class BenchRunner:
                     EvalSettings.from_namespace(args)
                     continue
                 config = DistillConfig.from_namespace(args)
+                needed = config.max_start_epoch + config.expert_epochs
+                if needed > epochs[cell.dataset]:
+                    raise UsageError(f"{where}: max_start_epoch + expert_epochs = {needed}, but the [buffer] experts "
+                                     f"train for {epochs[cell.dataset]} epochs; lower them or raise [buffer] "
+                                     f"train_epochs (found before training anything)")
                 manager.matcher(config.matcher)
                 active = manager.activate(args.plugins + [p for p in cell.method.plugins if p not in args.plugins])
                 manager.plugin_options("distill", manager.option_values("distill", args), active + [manager.matcher(config.matcher).plugin])

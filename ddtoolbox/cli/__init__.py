@@ -15,6 +15,7 @@ import sys
 
 from .. import parallel
 from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
+from ..io import USER_ERRNOS, os_fix, os_reason
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
 from ..runtime import cpu_threads
@@ -28,6 +29,8 @@ def _pre_parse(argv):
     pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
     pre.add_argument("--preset", default=None)
     known, _ = pre.parse_known_args(argv)
+    if any(not p.strip() or p.strip() == "no:" for p in known.plugins):
+        raise UsageError("--plugin is empty; give a plugin's name or module path (or no:NAME to block one)")
     active, blocked = split_plugin_args(known.plugins)
     return known.command, known.preset, active, blocked
 
@@ -42,6 +45,23 @@ def given_options(parser, argv) -> set[str]:
             if any(tok == flag or tok.startswith(flag + "=") for tok in argv):
                 given.add(action.dest)
     return given
+
+
+def refuse_empty(parser, args) -> None:
+    """An empty value (``--out ''``, ``--devices ''``) is a mistake, never a request for a default:
+    ``--out ''`` would write into the current folder, ``--devices ''`` mean "the default device"."""
+    if parser is None:
+        return
+    for action in parser._actions:
+        if action.dest in ("help", "plugins") or getattr(action, "allow_empty", False) or (
+                action.option_strings and action.dest not in args.given):
+            continue
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
+            raise UsageError(f"{name} is empty; give a value" + ("" if not action.option_strings else
+                                                                   " (leave the option out for its default)"))
 
 
 #: the commands that spread their work over the processes of a torchrun launch
@@ -69,6 +89,7 @@ def main(argv=None) -> int:
             return 2
         args.plugins = active
         args.given = given_options(parser.commands.get(command), argv)
+        refuse_empty(parser.commands.get(command), args)
         if command not in MULTI_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError(f"'ddtool {command}' runs as one process; start it without torchrun (only "
                              f"{', '.join(MULTI_PROCESS)} spread over several)")
@@ -90,13 +111,25 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into 'head' and the like: stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        if debugging() or exc.errno not in USER_ERRNOS:
+            return _internal(exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.filename2:
+            where = f"{exc.filename} -> {exc.filename2}: "
+        print(f"ddtool: error: cannot use {where}{os_reason(exc)}; {os_fix(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        if debugging():
-            raise
-        where = _origin(exc)
-        print(f"ddtool: internal error: {one_line(repr(exc))}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    """A bug (ddtoolbox's or a plugin's): one line, or the traceback with ``DDTOOL_DEBUG=1``."""
+    if debugging():
+        raise exc
+    print(f"ddtool: internal error: {one_line(repr(exc))}{_origin(exc)}; please report it (DDTOOL_DEBUG=1 shows the "
+          f"traceback)", file=sys.stderr)
+    return 1
 
 
 def _every_rank(exc: BaseException | None) -> bool:

@@ -19,12 +19,20 @@ def run_eval(args, pm) -> None:
     from ...evaluate import evaluate_synthetic
     from ...io import write_json
 
-    settings = EvalSettings.from_namespace(args)
-    result = evaluate_synthetic(settings, report=print)
+    import contextlib
+
+    from ...outputs import OutputLock, check_file_writable
     from ...parallel import is_main
 
-    if settings.json and is_main():
-        write_json(settings.json, result)
+    settings = EvalSettings.from_namespace(args)
+    lock = contextlib.nullcontext()
+    if settings.json and is_main():      # one writer per --json file (and its .partial progress)
+        target = check_file_writable(settings.json, option="--json")
+        lock = OutputLock(target.parent, "--json", file=target.name)
+    with lock:
+        result = evaluate_synthetic(settings, report=print)
+        if settings.json and is_main():
+            write_json(settings.json, result)
 
 
 def setup_train_full(p, pm) -> None:
