@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from .. import parallel
-from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
+from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line, signal_number
 from ..io import USER_ERRNOS, os_fix, os_reason
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
-from ..runtime import cpu_threads
+from ..runtime import cpu_threads, restore_signals, stop_at_once_on_signals
 from .parsing import apply_preset, build_parser
 
 
@@ -76,6 +77,14 @@ def manager(blocked=()) -> PluginManager:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     forget_warnings()
+    handlers = stop_at_once_on_signals()
+    try:
+        return _main(argv)
+    finally:
+        restore_signals(handlers)
+
+
+def _main(argv) -> int:
     try:
         command, preset, requested, blocked = _pre_parse(argv)
         pm = manager(blocked)
@@ -105,9 +114,10 @@ def main(argv=None) -> int:
     except Stopped as exc:
         print(f"ddtool: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("ddtool: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:    # stopped at once, where nothing resumable was being written
+        signum = signal_number(exc)
+        print(f"ddtool: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # output piped into 'head' and the like: stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
