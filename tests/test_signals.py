@@ -89,3 +89,26 @@ def test_bench_exits_143_on_sigterm(tmp_path):
                         lambda: log.exists() and "$ ddtool" in log.read_text(), launch=("-m", "ddtoolbox"))
     assert code == 143, err
     assert err.strip() == "ddtool: interrupted by SIGTERM"
+
+
+def test_a_lost_rank_is_one_line_with_its_own_exit_code_and_the_resume_command(toy_dataset, tmp_path, monkeypatch):
+    """What a surviving rank sees when a peer is killed mid-run: gloo's error from wherever the
+    collective was (here the distillation itself), turned into one line and exit 4."""
+    import ddtoolbox.distillation as distillation
+    from ddtoolbox.cli.testing import run_cli
+
+    def peer_gone(*args, **kwargs):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer "
+                           "[127.0.0.1]:29500")
+
+    monkeypatch.setattr(distillation, "distill", peer_gone)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    r = run_cli("distill", "--dataset", TOY_NAME, "--buffer", tmp_path, "--out", tmp_path / "run", "--quiet")
+    assert r.code == 4, r.err
+    one_line(r.err, "rank 1 of 2", "Connection closed by peer", "another rank has probably died",
+             "every rank stops", f"torchrun ... ddtool distill --resume --dataset {TOY_NAME}")
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    r = run_cli("distill", "--dataset", TOY_NAME, "--buffer", tmp_path, "--out", tmp_path / "run", "--quiet")
+    assert r.code == 1 and "internal error" in r.err              # outside torchrun it is no lost rank

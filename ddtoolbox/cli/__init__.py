@@ -3,13 +3,13 @@
 Every subcommand is registered through the ``register_commands`` hook, ddtool's own (the modules
 under :mod:`ddtoolbox.cli.commands`) exactly like a plugin's, so nothing outside this package
 imports it. Exit status: 0 done; 2 a usage or input error (one line on stderr); 3 a run diverged (its last good
-state kept as the checkpoint); 130 / 143 interrupted by SIGINT / SIGTERM after writing a checkpoint
-(``--resume`` continues); 1 an internal error. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
+state kept as the checkpoint); 4 under torchrun, another rank was lost (every rank stops; the line
+says how to continue); 130 / 143 interrupted by SIGINT / SIGTERM (what was kept and how to go on in
+one line); 1 an internal error. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -20,12 +20,12 @@ from ..io import USER_ERRNOS, os_fix, os_reason
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
 from ..runtime import cpu_threads, restore_signals, stop_at_once_on_signals
-from .parsing import apply_preset, build_parser
+from .parsing import Parser, apply_preset, build_parser
 
 
 def _pre_parse(argv):
     """``--plugin`` and ``--preset``, read before the full parser exists (plugins add options)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(prog="ddtool", add_help=False)      # its errors are one line too
     pre.add_argument("command", nargs="?")
     pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
     pre.add_argument("--preset", default=None)
@@ -112,6 +112,8 @@ def _main(argv) -> int:
             print(f"ddtool: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Stopped as exc:
+        if isinstance(exc, parallel.RankLost):
+            return _rank_lost(exc, argv)
         print(f"ddtool: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:    # stopped at once, where nothing resumable was being written
@@ -130,7 +132,23 @@ def _main(argv) -> int:
         print(f"ddtool: error: cannot use {where}{os_reason(exc)}; {os_fix(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
+        if parallel.lost_peer(exc):
+            return _rank_lost(exc, argv)
         return _internal(exc)
+
+
+def _rank_lost(exc: BaseException, argv) -> int:
+    """A rank of a torchrun launch lost its peers: one line saying so, and how to go on (exit 4)."""
+    command = argv[0] if argv else "COMMAND"
+    rest = " ".join(a for a in argv[1:] if a != "--resume")
+    again = {"distill": f"ddtool distill --resume {rest}", "buffer": f"ddtool buffer --resume {rest}"}.get(
+        command, f"ddtool {command} {rest}")
+    seen = str(exc) if isinstance(exc, parallel.RankLost) else \
+        (f"rank {os.environ.get('RANK', parallel.rank())} of {os.environ.get('WORLD_SIZE', parallel.world())}: "
+         f"{one_line(exc)[:160]}; another rank has probably died or "
+         f"hung (torchrun's summary names it)")
+    print(f"ddtool: {one_line(seen)}; every rank stops; continue with: torchrun ... {again.strip()}", file=sys.stderr)
+    return parallel.RankLost.exit_code
 
 
 def _internal(exc: Exception) -> int:
