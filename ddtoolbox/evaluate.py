@@ -356,7 +356,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         check_fits(record, test_set.info, f"synthetic set {settings.synthetic}")
         check_same_images(test_set.info, meta, f"synthetic set {settings.synthetic}",
                           "distil a set from these images")
-        check_normalisation(test_set.info, meta, f"synthetic set {settings.synthetic}", "distil a set from these images")
+        check_normalisation(test_set.info, meta, f"synthetic set {settings.synthetic}",
+                            "distil a set from these images")
         models = models or [meta["model"]]
         has_learned = "targets" in record
         lr = settings.lr or float(record["lr"])

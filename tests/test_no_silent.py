@@ -26,7 +26,8 @@ def one_line(r, code, *needles):
 
 
 def test_first_non_finite_names_where():
-    assert first_non_finite({"a": torch.zeros(2), "b": [torch.ones(1), torch.tensor([1.0, float("nan")])]}) == "['b'][1]"
+    nested = {"a": torch.zeros(2), "b": [torch.ones(1), torch.tensor([1.0, float("nan")])]}
+    assert first_non_finite(nested) == "['b'][1]"
     assert first_non_finite({"ints": torch.arange(3), "x": 1.5, "label": "nan"}) is None
     assert first_non_finite(torch.tensor([float("inf")])) == ""
 
@@ -181,7 +182,8 @@ def test_resume_refuses_an_option_of_a_plugin_the_run_lacks(toy_dataset, toy_buf
 def test_a_bench_spec_with_a_plugin_option_but_not_the_plugin_fails_its_check(toy_dataset, tmp_path):
     spec = tmp_path / "spec.toml"
     spec.write_text(f'[bench]\ndatasets = ["{toy_dataset}"]\nipcs = [1]\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\n'
-                    f'width = 8\n[distill]\niterations = 1\nmax_start_epoch = 1\nexpert_epochs = 1\n[methods.MTT]\nmatcher = "mtt"\n'
+                    f'width = 8\n[distill]\niterations = 1\nmax_start_epoch = 1\nexpert_epochs = 1\n'
+                    f'[methods.MTT]\nmatcher = "mtt"\n'
                     f'options = {{cpd_alpha = 0.25}}\n')
     r = run_cli("bench", spec, "--dry-run", "--device", "cpu")
     one_line(r, 2, "--cpd-alpha is an option of plugin 'cpd'", "add --plugin cpd")
@@ -282,7 +284,8 @@ def test_ddtool_data_pointing_nowhere_is_an_error(toy_dataset, tmp_path, monkeyp
 
 
 BENCH = ('[bench]\ndatasets = ["{dataset}"]\nipcs = {ipcs}\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\nwidth = 8\n'
-         '[distill]\niterations = 1\nmax_start_epoch = {start}\nexpert_epochs = 1\n{extra}[methods.MTT]\nmatcher = "mtt"\n')
+         '[distill]\niterations = 1\nmax_start_epoch = {start}\nexpert_epochs = 1\n{extra}'
+         '[methods.MTT]\nmatcher = "mtt"\n')
 
 
 @pytest.mark.parametrize("ipcs, start, extra, needle", [

@@ -432,8 +432,8 @@ class BenchRunner:
             dataset_info(dataset)
         epochs = {}      # each dataset's buffer: its experts' epochs, known before any is trained
         for dataset in self.spec.datasets:
-            argv = ["--dataset", dataset, "--out", str(self.buffer_dir(dataset)), *self.flags("buffer", self.spec.buffer),
-                    *self.common]
+            argv = ["--dataset", dataset, "--out", str(self.buffer_dir(dataset)),
+                    *self.flags("buffer", self.spec.buffer), *self.common]
             try:
                 epochs[dataset] = BufferConfig.from_namespace(self.parsers["buffer"].parse_args(argv)).train_epochs
             except UsageError as exc:
