@@ -7,17 +7,16 @@ The public surface, for plugin authors and Python users alike (see ``docs/plugin
     from ddtoolbox import DistillConfig, BufferConfig, EvalSettings, distill, train_buffer, evaluate_synthetic
     from ddtoolbox import load_set, SyntheticSet
 
-Names other than :data:`hookimpl` are imported on first use, so ``import ddtoolbox`` stays cheap.
+Every name is imported on first use, so ``import ddtoolbox`` stays cheap.
 """
 
 import importlib
 
-import pluggy
-
 __version__ = "0.1.0"
 
-#: Marker for plugin hook implementations: ``@hookimpl def on_iteration(run, record): ...``
-hookimpl = pluggy.HookimplMarker("ddtoolbox")
+#: ``hookimpl``, the marker for plugin hook implementations (``@hookimpl def on_iteration(run, record): ...``),
+#: is made on first use too: ``import ddtoolbox`` imports nothing, so ``ddtool`` guards its start-up
+#: against signals from its first moment (:mod:`ddtoolbox.__main__`)
 
 _LAZY = {
     "Run": "ddtoolbox.distillation", "distill": "ddtoolbox.distillation",
@@ -33,6 +32,11 @@ __all__ = ["hookimpl", "__version__", *_LAZY]
 
 
 def __getattr__(name):
+    if name == "hookimpl":
+        import pluggy
+
+        globals()["hookimpl"] = pluggy.HookimplMarker("ddtoolbox")
+        return globals()["hookimpl"]
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
-from .io import check_fields, load_tensors, read_json
+from .io import check_fields, load_tensors, read_json, sha256
 from .models import create_model, load_flat
 
 FORMAT = "ddtoolbox-buffer"
@@ -101,12 +101,20 @@ class Buffer:
     def _load_uncached(self, i: int) -> torch.Tensor:
         entry = self.meta["experts"][i]
         fix = f"delete it and re-create the buffer with 'ddtool buffer --resume --out {self.path}'"
-        data = load_tensors(self.path / entry["file"], "expert trajectory", fix)
+        path = self.path / entry["file"]
+        recorded = entry.get("sha256")
+        if isinstance(recorded, str) and sha256(path) != recorded:
+            raise UsageError(f"expert trajectory {path} is corrupt: its bytes differ from those recorded in "
+                             f"{self.path / META} when it was written; {fix}")
+        data = load_tensors(path, "expert trajectory", fix)
         traj = data.get("trajectory")
         expected = (self.epochs + 1, int(self.meta["num_params"]))
         if not isinstance(traj, torch.Tensor) or tuple(traj.shape) != expected:
             got = tuple(traj.shape) if isinstance(traj, torch.Tensor) else type(traj).__name__
             raise UsageError(f"expert trajectory {self.path / entry['file']} has shape {got}, expected {expected}; {fix}")
+        if not bool(torch.isfinite(traj).all()):   # ddtool never writes one (ddtoolbox.finite): the file was damaged
+            raise UsageError(f"expert trajectory {path} is corrupt: it holds NaN or infinite values, which ddtool "
+                             f"never writes; {fix}")
         return traj
 
     def make_model(self) -> torch.nn.Module:
@@ -136,7 +144,11 @@ class Buffer:
         if info is not None:
             from .data import check_same_images
 
+            from .data.normalization import check_normalisation
+
             check_same_images(info, m, f"buffer {self.path}", "use a buffer made from these images")
+            check_normalisation(info, m, f"buffer {self.path / META}", "use a buffer made from these images, or "
+                                f"make one with 'ddtool buffer'")
         if needed_epochs is not None and needed_epochs > self.epochs:
             raise UsageError(
                 f"buffer {self.path} has {self.epochs}-epoch trajectories but the run needs "

@@ -22,7 +22,8 @@ from .buffer import Buffer
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import RUNTIME_FIELDS, DistillConfig
 from .data import image_record, load_dataset
-from .errors import Diverged, PluginError, UsageError, forget_warnings, warn
+from .errors import PluginError, UsageError, forget_warnings, warn
+from .finite import require_finite
 from .io import save_tensors, write_json
 from .loop import Loop, make_optimisers, run_generator
 from .matchers import Matcher, MatcherContext
@@ -390,10 +391,7 @@ def synthetic_record(run: Run, seconds: float) -> dict:
 def save_run(run: Run, seconds: float) -> None:
     """Publish ``synthetic.pt``, ``synthetic.png`` and ``metrics.json`` as one set (see :mod:`ddtoolbox.outputs`)."""
     record = synthetic_record(run, seconds)
-    for name in ("images", "lr", "targets"):
-        value = record.get(name)
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
-            raise Diverged(f"the final {name} are not finite; no result was written (lower --lr-img / --lr-lr)")
+    require_finite(record, "the final synthetic set", "lower --lr-img / --lr-lr")
     metrics = {
         "format_version": METRICS_VERSION, "meta": record["meta"], "environment": environment(run.device),
         "config": run.config.as_dict(),

@@ -52,6 +52,21 @@ class Interrupted(Stopped):
         self.exit_code = 128 + int(signum)
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived where a command stops at once (``signum`` says which). A
+    KeyboardInterrupt, so whatever cleans up after Ctrl-C cleans up after SIGTERM too; a command
+    that keeps something resumable turns it into :class:`Interrupted`, naming how to go on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def signal_number(exc: BaseException) -> int:
+    """The signal a KeyboardInterrupt stands for: its ``signum``, else SIGINT (2)."""
+    return getattr(exc, "signum", 2)
+
+
 class Diverged(Stopped):
     """An update made the run's numbers non-finite or absurd; the last good state is the checkpoint (exit 3)."""
 

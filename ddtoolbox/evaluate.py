@@ -25,6 +25,7 @@ results differ only in what the student is trained to match):
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -34,7 +35,8 @@ from tqdm.auto import tqdm
 
 from . import compiled, parallel
 from .config import CHECKPOINT_EPOCHS, PROTOCOLS, EvalSettings, TrainFullSettings
-from .errors import UsageError
+from .errors import Diverged, UsageError
+from .finite import first_non_finite, require_finite_accuracy, require_finite_network
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
 from .models import canonical_model_name, create_model, model_options
 from .runtime import honours_threads
@@ -208,8 +210,15 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
 
             net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol,
                                on_epoch=test)
-            result = (r, max([accuracy(net, x_test, y_test), *tested]))
+            acc = accuracy(net, x_test, y_test) if first_non_finite(net.state_dict()) is None else math.nan
+            acc = max([acc, *tested]) if math.isfinite(acc) else acc
+            result = (r, acc if math.isfinite(acc) else None)
         results = parallel.gather_objects(result) if world > 1 else [result]
+        for item in results:
+            if item is not None and item[1] is None:    # every rank stops alike, and no accuracy is recorded
+                raise Diverged(f"evaluation network {item[0] + 1} diverged at lr {lr:g}: its parameters or outputs "
+                               f"became NaN or infinite, so its accuracy would mean nothing; no result was written; evaluate "
+                               f"with a lower --lr")
         for item in results:
             if item is None:
                 continue
@@ -234,7 +243,9 @@ def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: 
     for r in range(runs):
         net = train_on_set(recipe, train_set.images, train_set.labels, lr, train_set.info, device,
                            progress=progress, desc=f"train-full {r + 1}/{runs}")
+        require_finite_network(net, f"full-data network {r + 1}", f"lower --lr (now {lr:g})")
         accs.append(accuracy(net, x_test, y_test))
+        require_finite_accuracy(accs[-1], f"full-data network {r + 1}", f"lower --lr (now {lr:g})")
         if progress:
             print(f"network {r + 1}: test accuracy {accs[-1] * 100:.2f}%")
         if r == 0 and save_model:
@@ -353,6 +364,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     """
     from .augment import DSA
     from .data import check_same_images, image_record, load_dataset
+    from .data.normalization import check_normalisation
     from .runtime import configure_backends, seed_everything
     from .full_results import lookup_full, store_path
 
@@ -370,6 +382,8 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         check_fits(record, test_set.info, f"synthetic set {settings.synthetic}")
         check_same_images(test_set.info, meta, f"synthetic set {settings.synthetic}",
                           "distil a set from these images")
+        check_normalisation(test_set.info, meta, f"synthetic set {settings.synthetic}",
+                            "distil a set from these images")
         models = models or [meta["model"]]
         has_learned = "targets" in record
         lr = settings.lr or float(record["lr"])

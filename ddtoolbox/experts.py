@@ -19,7 +19,8 @@ from . import __version__
 from .buffer import FORMAT, FORMAT_VERSION, META, Buffer
 from .checkpoint import rng_state, set_rng_state
 from .errors import UsageError, warn
-from .io import load_tensors, read_json, save_tensors, write_json
+from .finite import require_finite_accuracy, require_finite_network
+from .io import load_tensors, read_json, save_tensors, sha256, write_json
 from .losses import accuracy
 from .models import create_model, flatten_params, load_flat
 from . import compiled, parallel
@@ -79,10 +80,13 @@ def train_experts(*, out, train_set, test_set, model: str, model_options: dict, 
                 start = time.time()
                 net, trajectory = _train_one(e, out, meta, train_set, augment, step, device, bar, resume)
                 acc = accuracy(net, x_test, y_test)
+                require_finite_accuracy(acc, f"expert {e}",
+                                        f"lower --lr (now {lr:g}); experts finished before it are kept in {out}")
                 name = f"expert_{e:03d}.pt"
                 save_tensors(out / name, {"trajectory": trajectory})
                 (out / partial_name(e)).unlink(missing_ok=True)
-                entry = (e, {"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2)})
+                entry = (e, {"file": name, "test_accuracy": acc, "train_seconds": round(time.time() - start, 2),
+                             "sha256": sha256(out / name)})     # a damaged file is found as damaged, not as NaN
                 if acc <= 1.5 / info.num_classes:
                     warn(f"expert {e} ended at chance accuracy ({acc * 100:.1f}% on {info.num_classes} classes): "
                          f"its trajectory teaches nothing; lower --lr (now {lr:g}) or check the data")
@@ -130,7 +134,9 @@ def _existing_experts(out: Path, meta: dict, resume: bool) -> dict[int, dict]:
             traj = load_tensors(out / name, "expert trajectory", "").get("trajectory")
         except UsageError:
             traj = None
-        if isinstance(traj, torch.Tensor) and tuple(traj.shape) == expected and torch.isfinite(traj).all():
+        intact = not isinstance(entry.get("sha256"), str) or ((out / name).is_file()
+                                                             and sha256(out / name) == entry["sha256"])
+        if intact and isinstance(traj, torch.Tensor) and tuple(traj.shape) == expected and torch.isfinite(traj).all():
             kept[number] = entry
         else:
             warn(f"expert file {out / name} is missing or damaged; training expert {number} again")
@@ -174,6 +180,8 @@ def _train_one(e: int, out: Path, meta: dict, train_set, augment, step, device, 
             if augment is not None:
                 x, _ = augment(x)
             total += float(step(forward, opt, x, y, F.cross_entropy))
+        require_finite_network(net, f"expert {e} in epoch {epoch + 1}",
+                               f"lower --lr (now {meta['lr']:g}); experts finished before it are kept in {out}")
         snapshots.append(flatten_params(net).cpu())
         if epoch < epochs - 1:
             save_tensors(partial, {"snapshots": torch.stack(snapshots), "rng": rng_state()})

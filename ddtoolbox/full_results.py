@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UsageError
+from .finite import require_finite_number
 from .io import read_json, user_cache_dir, write_json
 from .models import canonical_model_name
 from .models.registry import model_defaults
@@ -94,6 +95,9 @@ def lookup_full(path, dataset: str, model: str, options: dict, images: dict | No
 def store_full(path, dataset: str, model: str, options: dict, result: dict, settings: dict,
                images: dict | None = None) -> dict:
     """Add (or replace) one entry and rewrite the store atomically; return the entry."""
+    for key in ("mean", "std"):
+        require_finite_number(result[key], f"the full-data accuracy's {key}", "re-run 'ddtool train-full' with a "
+                              "lower --lr")
     store = read_store(path)
     name, opts = canonical(model, options)
     entry = {"dataset": dataset, "model": name, "model_options": opts,

@@ -8,6 +8,8 @@ run code.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
@@ -18,11 +20,52 @@ from typing import Callable
 import torch
 
 from .errors import UsageError, brief
+from .finite import require_finite
+
+
+#: OS errors that mean "this path cannot take the file" (the user's disk, quota, permissions or
+#: limits), reported as a usage error naming the path rather than as a bug
+USER_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EPERM: "not permitted",
+               errno.EROFS: "read-only file system", errno.ENOTDIR: "a file stands where a folder is needed",
+               errno.EEXIST: "a file is in the way", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EISDIR: "a folder stands where a file is needed",
+               errno.EFBIG: "the file is larger than this process may write (ulimit -f) or the file system allows",
+               errno.ENAMETOOLONG: "the name is too long", errno.ENOENT: "no such file or folder"}
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError's cause in words a user can act on."""
+    return USER_ERRNOS.get(exc.errno, exc.strerror or type(exc).__name__)
+
+
+def os_fix(exc: OSError) -> str:
+    """What to do about an OSError of :data:`USER_ERRNOS`."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space or choose another path"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "fix the permissions or choose another path"
+    if exc.errno == errno.EFBIG:
+        return "raise the limit (ulimit -f) or choose another path"
+    return "choose another path"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it into place."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path`` and rename it into place.
+
+    An OS error of the user's path (:data:`USER_ERRNOS`: full disk, read-only, file-size limit, ...)
+    becomes a UsageError naming the path; nothing is left under either name.
+    """
     path = Path(path)
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise
+        raise UsageError(f"cannot write {path} ({os_reason(exc)}); {os_fix(exc)}") from exc
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -38,7 +81,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         except FileNotFoundError:
             pass
         raise
-    return path
 
 
 def user_cache_dir() -> Path:
@@ -53,9 +95,51 @@ def _umask() -> int:
     return mask
 
 
+def sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (files may be larger than memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_tensors(path, obj: dict) -> Path:
-    """Save a dict of tensors and plain values, loadable with ``weights_only=True``."""
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+    """Save a dict of tensors and plain values, loadable with ``weights_only=True``.
+
+    A tensor holding NaN or infinity is refused (:mod:`ddtoolbox.finite`): nothing diverged is stored.
+    """
+    require_finite(obj, f"{Path(path).name}, about to be written to {Path(path).parent},",
+                   "lower the learning rate of the run that made it")
+    return atomic_write(path, lambda fh: _torch_save(obj, fh))
+
+
+class _WriteRecorder:
+    """A file object that remembers the OSError its ``write`` raised: torch's writer turns it into a
+    RuntimeError ("unexpected pos ...") that no longer says the disk was full."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self):
+        return self.fh.flush()
+
+
+def _torch_save(obj, fh) -> None:
+    recorder = _WriteRecorder(fh)
+    try:
+        torch.save(obj, recorder)
+    except RuntimeError:
+        if recorder.error is not None:
+            raise recorder.error from None
+        raise
 
 
 def load_tensors(path, what: str, fix: str) -> dict:

@@ -101,6 +101,8 @@ class Loop:
             self.save_snapshot(0)
         bar = tqdm(range(self.first, c.iterations), initial=self.first, total=c.iterations,
                    desc=f"distill {c.matcher}", unit="it", disable=not self.progress)
+        if self.first == 0 and c.iterations > 0:
+            self.save(-1, 0.0)    # the starting state: a divergence before the first checkpoint still keeps one
         with StopSignals() as stop:
             for it in bar:
                 self.step(it)

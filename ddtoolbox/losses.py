@@ -67,9 +67,16 @@ def matching_loss(num: torch.Tensor, den: torch.Tensor, weights: torch.Tensor | 
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """The share of ``x`` that ``net`` classifies as ``y``; NaN when any output is NaN or infinite.
+
+    A diverged network still has an argmax (chance, usually), which would read as an accuracy; NaN
+    makes it fail the checks of :mod:`ddtoolbox.finite` instead.
+    """
     net.eval()
-    correct = 0
+    correct, finite = 0, True
     for i in range(0, len(x), batch_size):
-        correct += (net(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+        logits = net(x[i:i + batch_size])
+        finite = finite and bool(torch.isfinite(logits).all())
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
     net.train()
-    return correct / max(len(x), 1)
+    return correct / max(len(x), 1) if finite else float("nan")

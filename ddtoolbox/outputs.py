@@ -16,8 +16,6 @@ Three promises every command that writes results keeps:
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import shutil
 import time
@@ -28,7 +26,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__
 from .errors import UsageError
-from .io import read_json, write_json
+from .io import os_reason, read_json, sha256, write_json
 
 LOCK_NAME = ".ddtool.lock"
 MANIFEST = "manifest.json"
@@ -39,10 +37,7 @@ SLACK_BYTES = 16 << 20
 
 def os_problem(exc: OSError, path) -> str:
     """An OSError in words a user can act on."""
-    reason = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-              errno.ENOTDIR: "a file stands where a folder is needed", errno.EEXIST: "a file is in the way",
-              errno.EDQUOT: "the disk quota is exceeded", errno.EISDIR: "a folder stands where a file is needed"}
-    return f"{path}: {reason.get(exc.errno, exc.strerror or type(exc).__name__)}"
+    return f"{path}: {os_reason(exc)}"
 
 
 def check_writable(folder, need_bytes: int = 0, what: str = "output folder", option: str = "--out") -> Path:
@@ -53,8 +48,10 @@ def check_writable(folder, need_bytes: int = 0, what: str = "output folder", opt
             raise UsageError(f"{option} {folder} is a file, not a folder; choose another {option}")
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".ddtool-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"ok")
+        finally:     # a write that failed half-way (a full disk) must not leave the probe behind
+            probe.unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot write the {what} ({os_problem(exc, folder)}); choose another {option}") from exc
     free = shutil.disk_usage(folder).free
@@ -74,18 +71,24 @@ def check_file_writable(path, need_bytes: int = 0, option: str = "--json") -> Pa
 
 
 class OutputLock:
-    """``with OutputLock(folder):`` the only ddtool process writing ``folder``, or a UsageError at once."""
+    """``with OutputLock(folder):`` the only ddtool process writing ``folder``, or a UsageError at once.
 
-    def __init__(self, folder, option: str = "--out"):
+    With ``file``, the lock covers that one output file in ``folder`` (``eval --json FILE``), so
+    writers of other files in the same folder go on.
+    """
+
+    def __init__(self, folder, option: str = "--out", file: str | None = None):
         self.folder = Path(folder).expanduser()
         self.option = option
-        self._lock = FileLock(str(self.folder / LOCK_NAME), timeout=0)
+        self.target = self.folder / file if file else self.folder
+        self.lock_path = self.folder / (f".{file}.ddtool.lock" if file else LOCK_NAME)
+        self._lock = FileLock(str(self.lock_path), timeout=0)
 
     def __enter__(self):
         try:
             self._lock.acquire()
         except Timeout:
-            raise UsageError(f"another ddtool process is writing {self.folder} (it holds {self.folder / LOCK_NAME}); "
+            raise UsageError(f"another ddtool process is writing {self.target} (it holds {self.lock_path}); "
                              f"wait for it to finish or choose another {self.option}") from None
         except OSError as exc:
             raise UsageError(f"cannot lock {self.folder} ({os_problem(exc, self.folder)}); choose another "
@@ -95,14 +98,6 @@ class OutputLock:
     def __exit__(self, *exc):
         self._lock.release()
         return False
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def publish(folder, files: dict[str, Callable[[Path], object]], what: str = "run") -> Path:

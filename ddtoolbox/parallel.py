@@ -29,7 +29,29 @@ MODES = ("auto", "none", "batch", "segments")
 
 
 class RankLost(Stopped):
-    """A collective failed or timed out: another rank died, hung, or cannot be reached."""
+    """A collective failed or timed out: another rank died, hung, or cannot be reached (exit 4)."""
+
+    exit_code = 4
+
+
+#: what torch's distributed errors say when a peer is gone (a gloo socket, NCCL, the c10d store)
+LOST_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "gloo", "NCCL", "c10d",
+                   "ProcessGroup", "timed out", "Timed out")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc``, raised in a process of a torchrun launch, says another rank is gone; such an
+    error can surface outside :func:`_collective` too (in the backward pass of an all-reduce)."""
+    if not launched():
+        return False
+    dist_error = getattr(torch.distributed, "DistError", ())
+    while exc is not None:
+        if isinstance(exc, RankLost) or (dist_error and isinstance(exc, dist_error)):
+            return True
+        if isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in LOST_PEER_SIGNS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class EveryRank(UsageError):
@@ -126,7 +148,7 @@ def _collective(what: str, fn, *args):
         return fn(*args)
     except RuntimeError as exc:
         raise RankLost(f"rank {rank()} of {world()}: {what} failed ({one_line(exc)[:160]}); another rank has "
-                       f"probably died or hung (see its message); rerun the command (with --resume where it has one)") from exc
+                       f"probably died or hung (see its message)") from exc
 
 
 def barrier() -> None:

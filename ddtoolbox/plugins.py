@@ -27,7 +27,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UsageError, brief, debugging, warn
-from .options import option_fields
+from .options import flag_of, option_fields
 
 ENTRY_POINT_GROUP = "ddtoolbox"
 RUN_HOOKS = ("on_run_start", "on_iteration_start", "on_inner_loss", "on_loss_vector", "on_pixel_grad", "on_iteration",
@@ -240,6 +240,11 @@ class PluginManager:
             raise UsageError(f"plugin module '{value}' failed to import: {exc!r}") from exc
         if not self.pm.is_registered(module):
             self._register(module, value, "fix the module")
+            if not self.pm.get_hookcallers(module):     # e.g. --plugin os.path: importable, but no plugin
+                self.pm.unregister(module)
+                raise UsageError(f"module '{value}' is not a ddtoolbox plugin: it implements none of ddtoolbox's "
+                                 f"hooks (see ddtoolbox.hookspecs); check the name ('ddtool plugins' lists the "
+                                 f"installed ones)")
             self._collect_registrations([value])
             self._option_classes.clear()
         return self.pm.get_name(module)
@@ -368,16 +373,22 @@ class PluginManager:
         return [info.flags[0] if info.flags else "--" + f.name.replace("_", "-") for f, info in option_fields(cls)]
 
     def option_values(self, command: str, namespace) -> dict:
-        """``{field: value}`` of every plugin option a parsed ``namespace`` holds, for :meth:`plugin_options`.
+        """``{field: value}`` of the plugin options a parsed ``namespace`` sets, for :meth:`plugin_options`:
+        those given on the command line or differing from their defaults (a preset's). Left out,
+        an option keeps its default, so only what a user set reaches the check that its plugin runs.
 
         Options of blocked plugins are passed only when given (which then says once that they are
         ignored).
         """
         values = {}
+        given = getattr(namespace, "given", None) or set()     # the flags the command line names (ddtool's main)
         for options_cls in self.option_classes(command).values():
             for f, _ in option_fields(options_cls):
                 if hasattr(namespace, f.name):
-                    values[f.name] = getattr(namespace, f.name)
+                    value = getattr(namespace, f.name)
+                    default = _default_of(f)
+                    if f.name in given or default is dataclasses.MISSING or value != default:
+                        values[f.name] = value
         for options_cls in self.blocked_option_classes(command).values():
             for f in dataclasses.fields(options_cls):
                 default = f.default if f.default is not dataclasses.MISSING else (
@@ -389,8 +400,10 @@ class PluginManager:
     def plugin_options(self, command: str, values: dict, active) -> dict[str, object]:
         """Each active plugin's options object for ``command``, made from ``{field: value}``.
 
-        Values for installed plugins that are not active are accepted and not used; values for
-        blocked plugins are ignored with a warning; any other key is an error naming it.
+        A value for an installed plugin that is not active is an error naming the flag that
+        activates it (an ablation row that silently ran without its module is a wrong result);
+        values for blocked plugins (``--plugin no:NAME``) are ignored with a warning; any other key
+        is an error naming it.
         """
         classes = self.option_classes(command)
         owner = {f.name: plugin for plugin, cls in classes.items() for f in dataclasses.fields(cls)}
@@ -405,6 +418,14 @@ class PluginManager:
             known = ", ".join(sorted(owner)) or "none"
             raise UsageError(f"unknown {command} plugin option(s) {', '.join(unknown)}; the installed plugins' "
                              f"options are: {known}")
+        idle = [k for k in values if k in owner and owner[k] not in active]
+        if idle:
+            plugin = owner[idle[0]]
+            field_ = next(f for f, _ in option_fields(classes[plugin]) if f.name == idle[0])
+            flag = flag_of(field_, field_.metadata["ddtoolbox"])
+            raise UsageError(f"{flag} is an option of plugin '{plugin}', which this {command} run does not use; add "
+                             f"{self._activation(plugin, command)}, or pass --plugin no:{plugin} to ignore its options "
+                             f"on purpose")
         out = {}
         for plugin, cls in classes.items():
             if plugin not in active:
@@ -413,11 +434,28 @@ class PluginManager:
             out[plugin] = self.call_user(plugin, "its options", cls, **mine)
         return out
 
+    def _activation(self, plugin: str, command: str) -> str:
+        """The flag that makes ``plugin`` part of a ``command`` run: its matcher, its trainer, or --plugin."""
+        registry = {"distill": (self.matchers, "--matcher"), "buffer": (self.trainers, "--trainer")}.get(command)
+        if registry is not None:
+            for name, entry in registry[0].items():
+                if entry.plugin == plugin:
+                    return f"{registry[1]} {name}"
+        return f"--plugin {plugin}"
+
     # ------------------------------------------------------------------ run hooks
 
     def run_hooks(self, active: list[str]) -> RunHooks:
         """Hook callers that reach only the ``active`` plugins, each with its own options and state."""
         return RunHooks(self, list(active))
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 class RunHooks:

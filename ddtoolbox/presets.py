@@ -36,7 +36,7 @@ def read_preset(path) -> dict:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"preset file {path} cannot be read ({exc}); fix or reinstall the plugin that ships it") from exc
     unknown = [k for k, v in data.items() if k != "description" and not isinstance(v, dict)]
     if unknown:
@@ -56,6 +56,37 @@ def check_preset(name: str, values: dict, parsers: dict) -> None:
         bad = sorted(set(options) - dests)
         if bad:
             raise UsageError(f"preset '{name}' sets unknown {command} option(s) {', '.join(bad)}")
+        for key, value in options.items():
+            if key != "plugins":
+                _check_value(name, command, parsers[command], key, value)
+
+
+def _check_value(name: str, command: str, parser, key: str, value) -> None:
+    """A preset's value must be one its flag accepts, checked when the preset is read: a flag given
+    on the command line replaces it, so it may never reach the settings' own checks."""
+    import argparse
+
+    actions = [a for a in parser._actions if a.dest == key and a.option_strings]
+    if not actions:
+        return
+    action = actions[0]
+    where = f"preset '{name}' [{command}] {key} = {value!r}"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: {action.option_strings[0]} is a switch; use true or false")
+        return
+    many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
+    values = value if many and isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, (list, dict)):
+            raise UsageError(f"{where}: {action.option_strings[0]} takes one value, not a {type(v).__name__}")
+        try:
+            converted = action.type(v) if action.type is not None else v
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            raise UsageError(f"{where}: {action.option_strings[0]} {exc}") from None
+        if action.choices is not None and converted not in action.choices:
+            raise UsageError(f"{where}: {action.option_strings[0]} must be one of "
+                             f"{', '.join(map(str, action.choices))}")
 
 
 def as_flags(values: dict, parser=None) -> list[str]:

@@ -108,6 +108,43 @@ class StopSignals:
         return False
 
 
+def _raise_signalled(signum, frame):
+    from .errors import Signalled
+
+    raise Signalled(signum)
+
+
+def stop_at_once_on_signals() -> dict:
+    """SIGTERM (and SIGINT) raise :class:`~ddtoolbox.errors.Signalled` wherever the process is, as
+    Ctrl-C raises KeyboardInterrupt: a command then cleans up, says one line and exits 143 (130).
+    :class:`StopSignals` overrides this where a loop can finish its step first. Returns the
+    handlers it replaced, for :func:`restore_signals`."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise_signalled)
+    return previous
+
+
+@contextlib.contextmanager
+def stops_resumably(say):
+    """Inside, a SIGINT or SIGTERM (or Ctrl-C's KeyboardInterrupt) becomes
+    :class:`~ddtoolbox.errors.Interrupted` with the one line ``say(signal name)`` returns, saying
+    what was kept and how to go on; exit 130 / 143 like a stopped distillation."""
+    from .errors import Interrupted, signal_number
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = signal_number(exc)
+        raise Interrupted(say(signal.Signals(signum).name), signum) from None
+
+
+def restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
     """Run with ``n`` torch CPU threads, then restore the count (``main`` also runs inside tests)."""

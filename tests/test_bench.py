@@ -132,7 +132,8 @@ def test_grid_runs_every_cell_then_skips_them_and_reruns_an_interrupted_one(toy_
 
 def test_full_data_row_and_recovery_ratio(tmp_path, toy_dataset):
     path = tmp_path / "spec.toml"
-    path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace("ipcs = [1, 2]", "ipcs = [1]")
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace("[ipc.2.eval]\neval_runs = 1\n", "")
+                    .replace("ipcs = [1, 2]", "ipcs = [1]")
                     + "\n[full]\ntrain_epochs = 1\nruns = 1\n")
     spec = read_spec(path)
     check_spec(spec, build_parser(manager()).commands)
@@ -318,7 +319,9 @@ def test_a_killed_bench_takes_its_running_child_down_cleanly(toy_buffer, tmp_pat
 
     from ddtoolbox.testing import TOY_DISTILL, TOY_NAME
 
-    (tmp_path / "toyreg.py").write_text("from ddtoolbox.testing import register_toy_dataset\nregister_toy_dataset()\n")
+    (tmp_path / "toyreg.py").write_text("from ddtoolbox import hookimpl\nfrom ddtoolbox.testing import register_toy_dataset\n"
+                                        "register_toy_dataset()\n@hookimpl\ndef register_presets(register):\n"
+                                        "    pass\n")     # a module with no hook is no plugin
     out, log = tmp_path / "run", tmp_path / "log.txt"
     argv = ["distill", "--plugin", "toyreg", "--dataset", TOY_NAME, "--buffer", toy_buffer, "--out", str(out),
             *TOY_DISTILL, "--iterations", "100000", "--checkpoint-every", "1", "--threads", "1"]
@@ -344,7 +347,8 @@ def test_a_killed_bench_takes_its_running_child_down_cleanly(toy_buffer, tmp_pat
 @pytest.fixture
 def seeded_spec(tmp_path, toy_dataset):
     path = tmp_path / "spec.toml"
-    text = TOY_SPEC.format(dataset=toy_dataset).replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+    text = (TOY_SPEC.format(dataset=toy_dataset).replace("[ipc.2.eval]\neval_runs = 1\n", "")
+            .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]"))
     path.write_text(text)
     return read_spec(path)
 
@@ -627,7 +631,7 @@ def test_the_edf_complex_figures_measure_the_first_rows_images_with_another_rows
     assert r.code == 0, r.err
     path = tmp_path / "spec.toml"
     path.write_text(TOY_SPEC.format(dataset=toy_dataset).split("[methods.random]")[0]
-                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+                    .replace("[ipc.2.eval]\neval_runs = 1\n", "").replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
                     + '[methods.plain]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = { dae_measure_only = true }\n'
                     + f'[methods.own]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = {{ dae_model = "{g}", dae_layer = ["layer2"] }}\n')
     spec = read_spec(path)
@@ -656,7 +660,7 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
 
     path = tmp_path / "spec.toml"
     path.write_text(TOY_SPEC.format(dataset=toy_dataset).split("[methods.random]")[0]
-                    .replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
+                    .replace("[ipc.2.eval]\neval_runs = 1\n", "").replace("ipcs = [1, 2]", "ipcs = [1]\nseeds = [0, 1]")
                     .replace("iterations = 2", "iterations = 3\neval_every = 2\neval_runs = 2\neval_epochs = 3")
                     + '[methods.plain]\nmatcher = "mtt"\nplugins = ["dae"]\noptions = { dae_measure_only = true, dae_every = 1 }\n'
                     + '[methods."+CPD"]\nmatcher = "mtt"\nplugins = ["cpd", "dae"]\n'

@@ -450,8 +450,8 @@ def test_a_plugin_bug_is_one_line_and_debug_shows_the_traceback(tmp_path, monkey
         assert r.code == 2 and r.err.count("\n") == 1
         assert "plugin 'broken_plugin' failed in hook on_iteration" in r.err and "DDTOOL_DEBUG=1" in r.err
         monkeypatch.setenv("DDTOOL_DEBUG", "1")
-        with pytest.raises(ValueError, match="boom"):
-            _cli_distill(toy_dataset, toy_buffer, tmp_path / "o", "--plugin", "broken_plugin")
+        with pytest.raises(ValueError, match="boom"):   # another --out: the failed run left its starting checkpoint
+            _cli_distill(toy_dataset, toy_buffer, tmp_path / "o2", "--plugin", "broken_plugin")
     finally:
         sys.modules.pop("broken_plugin", None)
 
@@ -467,8 +467,8 @@ def test_an_internal_error_is_one_line_unless_debugging(monkeypatch, toy_dataset
     assert r.code == 1 and r.err.count("\n") == 1
     assert "internal error" in r.err and "ZeroDivisionError" in r.err and "DDTOOL_DEBUG=1" in r.err
     monkeypatch.setenv("DDTOOL_DEBUG", "1")
-    with pytest.raises(ZeroDivisionError):
-        _cli_distill(toy_dataset, toy_buffer, tmp_path, "--iterations", "1")
+    with pytest.raises(ZeroDivisionError):      # another --out: the failed run left its starting checkpoint
+        _cli_distill(toy_dataset, toy_buffer, tmp_path / "again", "--iterations", "1")
 
 
 # ---------------------------------------------------------------------------- the Python API

@@ -35,7 +35,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from ..checkpoint import checkpoint_path
-from ..errors import UsageError
+from ..errors import Signalled, UsageError
 from ..io import read_json, write_json
 from ..presets import as_flags
 from .spec import Method, Spec
@@ -73,14 +73,17 @@ def run_in_subprocess(argv: list[str], log: Path) -> None:
     stop (a distillation then writes its checkpoint) and waited for; if the bench is killed outright,
     the operating system sends it SIGTERM.
     """
+    _check_stop()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as fh:
         fh.write(f"$ ddtool {shlex.join(argv)}\n")
         fh.flush()
-        child = subprocess.Popen([sys.executable, "-m", "ddtoolbox.cli", *argv], stdout=fh, stderr=subprocess.STDOUT,
+        child = subprocess.Popen([sys.executable, "-m", "ddtoolbox", *argv], stdout=fh, stderr=subprocess.STDOUT,
                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         with _children_lock:
             _children.add(child)
+        if _stop_signals:        # the signal came while the child was being started
+            child.terminate()
         try:
             code = child.wait()
         except BaseException:
@@ -94,8 +97,9 @@ def run_in_subprocess(argv: list[str], log: Path) -> None:
         finally:
             with _children_lock:
                 _children.discard(child)
+    _check_stop()
     if code in (130, 143):
-        raise KeyboardInterrupt
+        raise Signalled(code - 128)
     if code != 0:
         tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         raise UsageError(f"'ddtool {argv[0]}' failed (exit {code}): {tail[0]}; full log in {log}")
@@ -162,8 +166,31 @@ def full_result(out: Path, dataset: str) -> dict | None:
     return read_json(path, "full-data result", f"delete {path.parent} to rerun it") if path.is_file() else None
 
 
+#: the signals a running bench received: noted by the handler, acted on where a child is started or waited for
+_stop_signals: list = []
+
+
 def _terminated(signum, frame):
-    raise KeyboardInterrupt   # unwinds through run_in_subprocess, which stops the child first
+    """SIGINT / SIGTERM while the bench runs: note it and ask the children to stop. Raising here
+    instead could land inside ``subprocess.Popen``'s fork handlers, which swallow exceptions, and
+    leave the bench waiting for a child that was never told to stop."""
+    _stop_signals.append(signum)
+    for _ in range(3):      # no lock in a signal handler: the main thread may hold it; retry a copy instead
+        try:
+            children = list(_children)
+            break
+        except RuntimeError:   # the set changed size while copied (another thread started a cell)
+            children = []
+    for child in children:
+        try:
+            child.terminate()
+        except OSError:
+            pass
+
+
+def _check_stop() -> None:
+    if _stop_signals:
+        raise Signalled(_stop_signals[0])    # exit 143 (SIGTERM) / 130 (SIGINT), as the README says
 
 
 def _main_thread() -> bool:
@@ -427,12 +454,20 @@ class BenchRunner:
     def check(self, manager, only: set[str] | None = None) -> None:
         """Every cell's commands parse and make valid settings, every matcher, plugin and dataset
         exists: checked before the first cell runs, so a typo never surfaces hours in."""
-        from ..config import DistillConfig, EvalSettings
+        from ..config import BufferConfig, DistillConfig, EvalSettings
         from ..data import dataset_info
         from ..selection import SelectSettings
 
         for dataset in self.spec.datasets:
             dataset_info(dataset)
+        epochs = {}      # each dataset's buffer: its experts' epochs, known before any is trained
+        for dataset in self.spec.datasets:
+            argv = ["--dataset", dataset, "--out", str(self.buffer_dir(dataset)),
+                    *self.flags("buffer", self.spec.buffer), *self.common]
+            try:
+                epochs[dataset] = BufferConfig.from_namespace(self.parsers["buffer"].parse_args(argv)).train_epochs
+            except UsageError as exc:
+                raise UsageError(f"{self.spec.path} [buffer]: {exc}") from None
         for cell in self.selected(only):
             for argv in self.commands_of(cell, cell.folder(self.out)):
                 where = f"{self.spec.path}, cell {cell}"
@@ -447,6 +482,11 @@ class BenchRunner:
                     SelectSettings.from_namespace(args)
                     continue
                 config = DistillConfig.from_namespace(args)
+                needed = config.max_start_epoch + config.expert_epochs
+                if needed > epochs[cell.dataset]:
+                    raise UsageError(f"{where}: max_start_epoch + expert_epochs = {needed}, but the [buffer] experts "
+                                     f"train for {epochs[cell.dataset]} epochs; lower them or raise [buffer] "
+                                     f"train_epochs (found before training anything)")
                 manager.matcher(config.matcher)
                 active = manager.activate(args.plugins + [p for p in cell.method.plugins if p not in args.plugins])
                 manager.plugin_options("distill", manager.option_values("distill", args), active + [manager.matcher(config.matcher).plugin])
@@ -465,12 +505,14 @@ class BenchRunner:
         return todo, changed
 
     def run(self, only: set[str] | None = None, rerun_changed: bool = False, log=tqdm.write) -> list[dict]:
-        previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
+        _stop_signals.clear()
+        previous = {sig: signal.signal(sig, _terminated) for sig in (signal.SIGINT, signal.SIGTERM)} \
+            if _main_thread() else {}
         try:
             return self._run(only, rerun_changed, log)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _run(self, only, rerun_changed, log) -> list[dict]:
         todo, changed = self.todo(only, rerun_changed)

@@ -124,7 +124,14 @@ def read_spec(path) -> Spec:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise UsageError(f"benchmark spec {path} does not exist; see 'ddtool bench --help' for its format") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"benchmark spec {path} is not a text file (byte {exc.start} is not UTF-8); give a TOML "
+                         f"spec (see benchmarks/*/spec.toml)") from exc
+    except OSError as exc:
+        from ..outputs import os_problem
+
+        raise UsageError(f"benchmark spec cannot be read ({os_problem(exc, path)}); check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"benchmark spec {path} cannot be read: {exc}") from exc
     where = f"benchmark spec {path}"
     unknown = sorted(set(data) - SECTIONS)
@@ -135,8 +142,12 @@ def read_spec(path) -> Spec:
     if not (isinstance(datasets, list) and datasets and all(isinstance(d, str) for d in datasets)):
         raise UsageError(f"{where}: [bench] needs datasets = [\"name\", ...]")
     ipcs = bench.get("ipcs")
-    if not (isinstance(ipcs, list) and ipcs and all(isinstance(i, int) and i >= 1 for i in ipcs)):
+    if not (isinstance(ipcs, list) and ipcs and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1
+                                                    for i in ipcs)):
         raise UsageError(f"{where}: [bench] needs ipcs = [1, 10, ...] (positive integers)")
+    if len(set(ipcs)) != len(ipcs):
+        twice = sorted({i for i in ipcs if ipcs.count(i) > 1})
+        raise UsageError(f"{where}: [bench] ipcs lists {', '.join(map(str, twice))} more than once; list each IPC once")
     methods_table = _table(data, "methods", where, required=False)
     if not methods_table:
         raise UsageError(f"{where}: no [methods.NAME] tables; add at least one method")
@@ -148,6 +159,9 @@ def read_spec(path) -> Spec:
     for key, value in _table(data, "ipc", where, required=False).items():
         if not (key.isdigit() and isinstance(value, dict) and set(value) <= {"distill", "eval"}):
             raise UsageError(f"{where}: [ipc.{key}] must be [ipc.N.distill] or [ipc.N.eval] with N an IPC")
+        if int(key) not in ipcs:    # its settings would never be used: a typo, or an IPC left out of ipcs
+            raise UsageError(f"{where}: [ipc.{key}] is for IPC {int(key)}, which is not in [bench] ipcs = {ipcs}; add "
+                             f"it there or drop the table")
         per_ipc[int(key)] = value
     full = data.get("full")
     if full is not None and not isinstance(full, dict):

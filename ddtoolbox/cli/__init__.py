@@ -3,31 +3,35 @@
 Every subcommand is registered through the ``register_commands`` hook, ddtool's own (the modules
 under :mod:`ddtoolbox.cli.commands`) exactly like a plugin's, so nothing outside this package
 imports it. Exit status: 0 done; 2 a usage or input error (one line on stderr); 3 a run diverged (its last good
-state kept as the checkpoint); 130 / 143 interrupted by SIGINT / SIGTERM after writing a checkpoint
-(``--resume`` continues); 1 an internal error. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
+state kept as the checkpoint); 4 under torchrun, another rank was lost (every rank stops; the line
+says how to continue); 130 / 143 interrupted by SIGINT / SIGTERM (what was kept and how to go on in
+one line); 1 an internal error. ``DDTOOL_DEBUG=1`` shows the traceback of plugin and internal errors.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import signal
 import sys
 
 from .. import parallel
-from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line
+from ..errors import Stopped, UsageError, debugging, forget_warnings, one_line, signal_number
+from ..io import USER_ERRNOS, os_fix, os_reason
 from ..plugins import PluginManager, split_plugin_args
 from .commands import BUILTIN
-from ..runtime import cpu_threads
-from .parsing import apply_preset, build_parser
+from ..runtime import cpu_threads, restore_signals, stop_at_once_on_signals
+from .parsing import Parser, apply_preset, build_parser
 
 
 def _pre_parse(argv):
     """``--plugin`` and ``--preset``, read before the full parser exists (plugins add options)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(prog="ddtool", add_help=False)      # its errors are one line too
     pre.add_argument("command", nargs="?")
     pre.add_argument("--plugin", "-p", dest="plugins", action="append", default=[])
     pre.add_argument("--preset", default=None)
     known, _ = pre.parse_known_args(argv)
+    if any(not p.strip() or p.strip() == "no:" for p in known.plugins):
+        raise UsageError("--plugin is empty; give a plugin's name or module path (or no:NAME to block one)")
     active, blocked = split_plugin_args(known.plugins)
     return known.command, known.preset, active, blocked
 
@@ -44,6 +48,23 @@ def given_options(parser, argv) -> set[str]:
     return given
 
 
+def refuse_empty(parser, args) -> None:
+    """An empty value (``--out ''``, ``--devices ''``) is a mistake, never a request for a default:
+    ``--out ''`` would write into the current folder, ``--devices ''`` mean "the default device"."""
+    if parser is None:
+        return
+    for action in parser._actions:
+        if action.dest in ("help", "plugins") or getattr(action, "allow_empty", False) or (
+                action.option_strings and action.dest not in args.given):
+            continue
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
+            raise UsageError(f"{name} is empty; give a value" + ("" if not action.option_strings else
+                                                                   " (leave the option out for its default)"))
+
+
 #: the commands that spread their work over the processes of a torchrun launch
 MULTI_PROCESS = ("buffer", "distill", "eval")
 
@@ -56,6 +77,14 @@ def manager(blocked=()) -> PluginManager:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     forget_warnings()
+    handlers = stop_at_once_on_signals()
+    try:
+        return _main(argv)
+    finally:
+        restore_signals(handlers)
+
+
+def _main(argv) -> int:
     try:
         command, preset, requested, blocked = _pre_parse(argv)
         pm = manager(blocked)
@@ -69,6 +98,7 @@ def main(argv=None) -> int:
             return 2
         args.plugins = active
         args.given = given_options(parser.commands.get(command), argv)
+        refuse_empty(parser.commands.get(command), args)
         if command not in MULTI_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError(f"'ddtool {command}' runs as one process; start it without torchrun (only "
                              f"{', '.join(MULTI_PROCESS)} spread over several)")
@@ -82,21 +112,52 @@ def main(argv=None) -> int:
             print(f"ddtool: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Stopped as exc:
+        if isinstance(exc, parallel.RankLost):
+            return _rank_lost(exc, argv)
         print(f"ddtool: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("ddtool: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:    # stopped at once, where nothing resumable was being written
+        signum = signal_number(exc)
+        print(f"ddtool: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # output piped into 'head' and the like: stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        if debugging() or exc.errno not in USER_ERRNOS:
+            return _internal(exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.filename2:
+            where = f"{exc.filename} -> {exc.filename2}: "
+        print(f"ddtool: error: cannot use {where}{os_reason(exc)}; {os_fix(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        if debugging():
-            raise
-        where = _origin(exc)
-        print(f"ddtool: internal error: {one_line(repr(exc))}{where}; please report it (DDTOOL_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1
+        if parallel.lost_peer(exc):
+            return _rank_lost(exc, argv)
+        return _internal(exc)
+
+
+def _rank_lost(exc: BaseException, argv) -> int:
+    """A rank of a torchrun launch lost its peers: one line saying so, and how to go on (exit 4)."""
+    command = argv[0] if argv else "COMMAND"
+    rest = " ".join(a for a in argv[1:] if a != "--resume")
+    again = {"distill": f"ddtool distill --resume {rest}", "buffer": f"ddtool buffer --resume {rest}"}.get(
+        command, f"ddtool {command} {rest}")
+    seen = str(exc) if isinstance(exc, parallel.RankLost) else \
+        (f"rank {os.environ.get('RANK', parallel.rank())} of {os.environ.get('WORLD_SIZE', parallel.world())}: "
+         f"{one_line(exc)[:160]}; another rank has probably died or "
+         f"hung (torchrun's summary names it)")
+    print(f"ddtool: {one_line(seen)}; every rank stops; continue with: torchrun ... {again.strip()}", file=sys.stderr)
+    return parallel.RankLost.exit_code
+
+
+def _internal(exc: Exception) -> int:
+    """A bug (ddtoolbox's or a plugin's): one line, or the traceback with ``DDTOOL_DEBUG=1``."""
+    if debugging():
+        raise exc
+    print(f"ddtool: internal error: {one_line(repr(exc))}{_origin(exc)}; please report it (DDTOOL_DEBUG=1 shows the "
+          f"traceback)", file=sys.stderr)
+    return 1
 
 
 def _every_rank(exc: BaseException | None) -> bool:

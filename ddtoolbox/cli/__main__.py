@@ -1,4 +1,4 @@
-"""``python -m ddtoolbox.cli``: the same as ``ddtool`` (what ``ddtool bench`` runs its cells with)."""
+"""``python -m ddtoolbox.cli``: the same as ``ddtool`` (``python -m ddtoolbox`` also guards its start-up)."""
 
 import sys
 

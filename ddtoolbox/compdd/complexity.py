@@ -42,6 +42,15 @@ COLUMNS = ("class", "name", "wnid", "imagenet_index", "model_output", "images", 
            "complexity", "mean_activation")
 
 
+def check_threshold(threshold) -> float:
+    """Grad-CAM maps are scaled to [0, 1], so a threshold outside (0, 1] makes every pixel count
+    (<= 0) or none (> 1) and every class the same complexity: a number that says nothing."""
+    if not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise UsageError(f"--threshold must be in (0, 1] (the maps are scaled to [0, 1]; default {THRESHOLD}), "
+                         f"got {threshold}")
+    return float(threshold)
+
+
 def high_activation_fraction(maps: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
     """``(N,)`` share of each ``(N, 1, H, W)`` map's pixels with activation ``>= threshold``."""
     if maps.dim() != 4 or maps.shape[1] != 1:
@@ -150,6 +159,7 @@ def score_classes(cam: CamModel, batches, targets: torch.Tensor, info: DatasetIn
     """Per-class rows (the CSV) and per-image rows, from the maps of every image."""
     from ddtoolbox.data.imagenet_subsets import SUBSETS, imagenet_class_names, imagenet_wnids, wnid_to_index
 
+    check_threshold(threshold)
     k = info.num_classes
     count = torch.zeros(k, dtype=torch.float64)
     frac_sum = torch.zeros(k, dtype=torch.float64)

@@ -34,7 +34,7 @@ import torch
 from ddtoolbox.errors import UsageError
 from ddtoolbox.io import atomic_write
 
-from .complexity import THRESHOLD, high_activation_fraction, iterate_maps, mean_activation
+from .complexity import THRESHOLD, check_threshold, high_activation_fraction, iterate_maps, mean_activation
 from .models import CamModel
 
 BINS = 20
@@ -81,6 +81,7 @@ def activation_stats(cam: CamModel, batches, targets: torch.Tensor, total: int, 
                      threshold: float = THRESHOLD, bins: int = BINS, progress: bool = True) -> dict:
     """The statistics above, as plain numbers (JSON-ready); with batches of ``(images, labels,
     boxes)``, also ``localisation``."""
+    check_threshold(threshold)
     pix = torch.zeros(bins, dtype=torch.float64)
     frac_hist = torch.zeros(bins, dtype=torch.float64)
     means, fracs, located = [], [], []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ddtoolbox.errors import UsageError, warn
+from ddtoolbox.errors import UsageError
 
 ENV_VAR = "DDTOOL_DATA"
 
@@ -58,8 +58,8 @@ def locate(name: str, location: DataLocation, data_root: str | os.PathLike | Non
 
     An explicit ``data_root`` that does not hold the dataset is an error rather than a reason
     to fall back: silently training on another copy than the one the user named would hide a
-    typo. ``$DDTOOL_DATA`` is a general setting that may hold only some datasets, so a miss
-    there falls through to the defaults.
+    typo. So is a ``$DDTOOL_DATA`` that is no folder. ``$DDTOOL_DATA`` is a general setting that
+    may hold only some datasets, so a dataset missing from it falls through to the defaults.
     """
     searched: list[str] = []
     fixes = f"pass --data-root DIR (data_root= in Python) or set {ENV_VAR}=DIR, where DIR {location.files_hint or 'holds the files'}"
@@ -82,9 +82,9 @@ def locate(name: str, location: DataLocation, data_root: str | os.PathLike | Non
             found = _first_match(env_root, location, searched, ENV_VAR)
             if found is not None:
                 return found.resolve()
-        else:
-            searched.append(f"{env_root} ({ENV_VAR}, not a folder)")
-            warn(f"{ENV_VAR}={env} is not a folder; ignoring it (fix or unset it)")
+        else:   # set, but pointing nowhere: a typo, not a reason to train on another copy
+            raise UsageError(f"{ENV_VAR}={env} does not exist or is not a folder; fix it, unset it, or pass "
+                             f"--data-root DIR")
     else:
         searched.append(f"{ENV_VAR} (not set)")
 

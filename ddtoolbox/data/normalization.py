@@ -7,6 +7,8 @@ constants in :class:`~ddtoolbox.data.info.DatasetInfo`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -37,3 +39,29 @@ def denormalize(x: Tensor, info: DatasetInfo) -> Tensor:
     [0, 1] an optimised synthetic image has drifted and clamp only when writing a picture."""
     mean, std = _stats(x, info)
     return x * std + mean
+
+
+#: recorded and current normalisation constants must agree this closely (JSON keeps a float's 17 digits)
+NORMALISATION_TOLERANCE = 1e-6
+
+
+def check_normalisation(info: DatasetInfo, recorded: dict, what: str, remake: str) -> None:
+    """Refuse a file whose recorded ``mean``/``std`` are not the dataset's: its numbers live in
+    another normalised space (or the record was damaged), and using them would silently shift
+    every pixel. A record without the keys (older files) passes.
+
+    :param what: the file, for the message ("buffer runs/b").
+    :param remake: the way out, e.g. "make the buffer again with 'ddtool buffer'".
+    """
+    from ddtoolbox.errors import UsageError
+
+    for key, now in (("mean", info.mean), ("std", info.std)):
+        then = recorded.get(key)
+        if then is None:
+            continue
+        ok = (isinstance(then, (list, tuple)) and len(then) == len(now)
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in then)
+              and all(abs(a - b) <= NORMALISATION_TOLERANCE * max(1.0, abs(b)) for a, b in zip(then, now)))
+        if not ok:
+            raise UsageError(f"{what} records the normalisation {key} {then!r}, but {info.name}'s is {list(now)}: it "
+                             f"was made from other images or its metadata was edited; {remake}")

@@ -56,6 +56,10 @@ def run(args, pm) -> None:
         common += ["--data-root", args.data_root]
     if args.threads:
         common += ["--threads", str(args.threads)]
+    if not args.dry_run:
+        from ...outputs import check_writable
+
+        check_writable(out, what="results folder")     # before any cell runs, not after the first
     runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet, devices=devices)
     if not args.render_only:
         runner.check(pm, only)

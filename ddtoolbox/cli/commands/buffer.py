@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import hookimpl
 from ...config import BufferConfig
 from ..parsing import add_plugin_option, add_preset_option, add_settings
+from ...runtime import stops_resumably
 
 
 def setup(p, pm) -> None:
@@ -18,7 +19,9 @@ def run(args, pm) -> None:
     from ...parallel import is_main
 
     config = BufferConfig.from_namespace(args)
-    buf = train_buffer(config, options=pm.option_values("buffer", args), manager=pm)
+    with stops_resumably(lambda name: f"{name}: buffer stopped; its finished experts and epochs are kept in "
+                                      f"{config.out}; continue with the same command and --resume"):
+        buf = train_buffer(config, options=pm.option_values("buffer", args), manager=pm)
     accs = [e["test_accuracy"] for e in buf.meta["experts"]]
     if is_main():
         print(f"buffer: {buf.num_experts} experts, final test accuracy {min(accs) * 100:.2f}-{max(accs) * 100:.2f}%, "

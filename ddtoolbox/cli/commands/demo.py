@@ -56,8 +56,10 @@ def register_commands(register):
 def run_demo(args, pm) -> dict:
     from ...io import read_json, write_json
 
+    from ...outputs import check_writable
+
     cfg = FULL if args.full else SMALL
-    out = Path(args.out)
+    out = check_writable(Path(args.out), what="demo folder")     # before the first line is printed
     common = ["--seed", str(args.seed), "--device", args.device] + (["--quiet"] if args.quiet else [])
     if args.data_root:
         common += ["--data-root", args.data_root]

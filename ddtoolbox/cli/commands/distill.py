@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ... import hookimpl
@@ -32,9 +33,13 @@ def run(args, pm) -> None:
     if not is_main():
         return
     extra = [p for p in run.plugins if p != pm.matcher(run.config.matcher).plugin]
+    if not run.history:     # --iterations 0: the initial images, published as they are (an ablation's init row)
+        ending = "0 iterations, so these are the initial images, unmatched"
+    else:
+        ending = f"final loss {run.loss:.4f}" if math.isfinite(run.loss) else "the last iteration was skipped"
     learned = "" if "lr_lr" in run.matcher.unused else f", learned lr {run.syn_lr.item():.4g}"
     print(f"distilled {len(run.images)} images ({config.ipc} per class) with {config.matcher}"
-          f"{' + ' + ', '.join(extra) if extra else ''}; final loss {run.loss:.4f}{learned}")
+          f"{' + ' + ', '.join(extra) if extra else ''}; {ending}{learned}")
     evals = [h for h in run.history if "eval_mean" in h]
     if evals:
         print(f"accuracy at iteration {evals[-1]['iteration'] + 1}: "
@@ -70,6 +75,8 @@ def resume_settings(args, pm):
     from ...distillation import resume_settings as saved
     from ...errors import UsageError
 
+    from dataclasses import fields
+
     if args.preset:
         raise UsageError("--resume takes the run's settings from its checkpoint; drop --preset")
     config, plugins, options = saved(args.out)
@@ -86,6 +93,11 @@ def resume_settings(args, pm):
         if getattr(args, name) != options[name]:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {args.out} "
                              f"({options[name]}); drop it to resume")
+    unused = sorted(given & {f.name for cls in pm.option_classes("distill").values() for f in fields(cls)}
+                    - set(options))
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} is not an option of the run in {args.out} (its plugins: "
+                         f"{', '.join(plugins) or 'none'}); drop it to resume")
     if "plugins" in given and [p for p in args.plugins if p != config.matcher] != plugins:
         raise UsageError(f"the run in {args.out} has plugins {plugins or 'none'}; resume it without --plugin")
     return config.replace(**changes), plugins, options

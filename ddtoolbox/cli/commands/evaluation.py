@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import hookimpl
 from ...config import PROTOCOLS, EvalSettings, TrainFullSettings
 from ..parsing import add_plugin_option, add_preset_option, add_settings
+from ...runtime import stops_resumably
 
 
 def setup_eval(p, pm) -> None:
@@ -19,17 +20,42 @@ def run_eval(args, pm) -> None:
     from ...evaluate import evaluate_synthetic
     from ...io import write_json
 
-    settings = EvalSettings.from_namespace(args)
-    if settings.scores:
-        from ...ranking import score_set
+    import contextlib
 
-        result = score_set(settings, report=print)
-    else:
-        result = evaluate_synthetic(settings, report=print)
+    from ...outputs import OutputLock, check_file_writable
     from ...parallel import is_main
 
-    if settings.json and is_main():
-        write_json(settings.json, result)
+    settings = EvalSettings.from_namespace(args)
+    lock = contextlib.nullcontext()
+    if settings.json and is_main():      # one writer per --json file (and its .partial progress)
+        target = check_file_writable(settings.json, option="--json")
+        lock = OutputLock(target.parent, "--json", file=target.name)
+    with lock, stops_resumably(lambda name: _eval_stopped(name, settings.json)):
+        if settings.scores:
+            from ...ranking import score_set
+
+            result = score_set(settings, report=print)
+        else:
+            result = evaluate_synthetic(settings, report=print)
+        if settings.json and is_main():
+            write_json(settings.json, result)
+
+
+def _eval_stopped(signal_name: str, json_path) -> str:
+    """The line a SIGINT or SIGTERM ends ``eval`` with: what is kept (``FILE.partial``), how to go on."""
+    import json
+    from pathlib import Path
+
+    if not json_path:
+        return (f"{signal_name}: evaluation stopped; nothing was written (with --json FILE, finished networks are kept "
+                f"for a rerun)")
+    partial = Path(json_path).with_name(Path(json_path).name + ".partial")
+    try:
+        done = sum(len(v) for v in json.loads(partial.read_text())["done"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        done = 0
+    return (f"{signal_name}: evaluation stopped; {done} finished network(s) kept in {partial}; run the same command "
+            f"again to continue")
 
 
 def setup_train_full(p, pm) -> None:
@@ -42,7 +68,9 @@ def run_train_full(args, pm) -> None:
     from ...io import write_json
 
     settings = TrainFullSettings.from_namespace(args)
-    entry = train_full_data(settings, report=print)
+    with stops_resumably(lambda name: f"{name}: full-data training stopped; nothing was stored; run the command "
+                                      f"again (it starts afresh)"):
+        entry = train_full_data(settings, report=print)
     if settings.json:
         write_json(settings.json, {**entry, "what": f"full data of {entry['dataset']}"})
 

@@ -30,8 +30,9 @@ def setup(p, pm) -> None:
     p.add_argument("--tf32", action="store_true", help="allow TF32 on Ampere+ GPUs")
     p.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="the device's peak TFLOP/s, to report achieved/peak (default: data sheet for known GPUs, an estimate for CPUs)")
-    p.add_argument("--results", default="benchmarks/speed-results.jsonl",
-                   help="JSON-lines file to append to (default benchmarks/speed-results.jsonl; '' for none)")
+    results = p.add_argument("--results", default="benchmarks/speed-results.jsonl",
+                             help="JSON-lines file to append to (default benchmarks/speed-results.jsonl; '' for none)")
+    results.allow_empty = True     # '' means "append nowhere"
     add_arguments(p, SpeedNetwork)
     add_arguments(p, CommonSettings)
 
@@ -41,7 +42,11 @@ def run(args, pm) -> None:
     from ...runtime import configure_backends, environment, resolve_device
     from ...speed import append_results, hardware_peak_tflops, measure
 
+    from ...outputs import check_file_writable
+
     device = resolve_device(args.device)
+    if args.results:
+        check_file_writable(args.results, option="--results")     # before the timing, not after it
     configure_backends(device, args.tf32)
     opts = model_options(args.model, args)
     env = environment(device)

@@ -106,6 +106,9 @@ class DATM(MTT):
                 raise UsageError(f"--expansion-end-epoch must be at least 1 (got {self.expansion_end})")
         if self.threshold is not None and not self.threshold > 0:
             raise UsageError(f"--threshold must be positive (got {self.threshold}); leave it out to never skip")
+        if self.buffer is not None and self.label_experts > self.buffer.num_experts:
+            raise UsageError(f"--label-experts {self.label_experts}, but buffer {self.buffer.path} holds "
+                             f"{self.buffer.num_experts} experts; give at most {self.buffer.num_experts} (0: all)")
         self._label_models = None
 
     # ------------------------------------------------------------------ experts used for labels
@@ -115,7 +118,7 @@ class DATM(MTT):
         ``--label-experts`` (default 1: expert 0 alone, as the reference code), or all for 0."""
         if self._label_models is None:
             n = self.buffer.num_experts
-            count = n if not self.label_experts else min(self.label_experts, n)
+            count = n if not self.label_experts else self.label_experts     # checked against n when made
             models = []
             for i in range(count):
                 net = self.buffer.expert_model(i, -1, self.device)

@@ -22,6 +22,7 @@ with its evaluation) and the rows a comparison page, ``OUT/comparison.html`` (se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,12 @@ def run_row(name, config: DistillConfig, options: dict, force: bool, pm) -> dict
     row_config = config.replace(out=str(folder), overwrite=True, **({"iterations": 0} if name == "init" else {}))
     print(f"[{name}] distill --matcher {row_config.matcher}" + "".join(f" --plugin {p}" for p in plugins), flush=True)
     start = time.time()
-    distill(row_config, plugins=plugins, options=options, manager=pm)
+    # each row gets the options of its own plugins and its matcher's (an inactive plugin's option is an error)
+    owners = {f.name: plugin for plugin, cls in pm.option_classes("distill").items()
+              for f in dataclasses.fields(cls)}
+    mine = {*plugins, pm.matcher(row_config.matcher).plugin}
+    row_options = {k: v for k, v in options.items() if owners.get(k, next(iter(mine))) in mine}
+    distill(row_config, plugins=plugins, options=row_options, manager=pm)
     (folder / "report.html").unlink(missing_ok=True)   # an older row's report; the new one follows its eval
     distill_seconds = time.time() - start
     settings = EvalSettings(synthetic=str(folder / "synthetic.pt"), eval_runs=config.eval_runs,
@@ -149,7 +155,8 @@ def table(rows, config: DistillConfig, options: dict) -> str:
 def run(args, pm) -> None:
     rows = rows_of(args.rows)
     config = DistillConfig.from_namespace(args)
-    options = pm.option_values("distill", args)
+    options = {f.name: getattr(args, f.name) for cls in pm.option_classes("distill").values()
+               for f in dataclasses.fields(cls) if hasattr(args, f.name)}    # every row's, filtered in run_row
     Path(config.out).mkdir(parents=True, exist_ok=True)
     start = time.time()
     results = [run_row(name, config, options, args.force, pm) for name in rows]
