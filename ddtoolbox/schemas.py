@@ -146,6 +146,8 @@ EXPERT_ENTRY = Schema("expert entry", "", 1, "One finished expert.", (
     Field("file", "str", "`expert_NNN.pt`, beside buffer.json"),
     Field("test_accuracy", "number", "the expert's final test accuracy (0-1)"),
     Field("train_seconds", "number", ""),
+    Field("sha256", "str", "SHA-256 of the expert file, so a damaged file is reported as corrupt rather than as "
+          "divergence (absent in buffers from before it was recorded)", required=False),
 ))
 
 BUFFER = Schema("buffer.json", "BUFFER/buffer.json", 1,

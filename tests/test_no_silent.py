@@ -82,7 +82,7 @@ def distill_argv(toy_buffer, out, *extra):
 def test_divergence_at_the_first_iteration_keeps_the_starting_state(toy_dataset, toy_buffer, tmp_path):
     """The README's promise, also before the first periodic checkpoint: exit 3 keeps a good state."""
     r = run_cli(*distill_argv(toy_buffer, tmp_path / "d", "--iterations", "3", "--lr-img", "1e29"))
-    one_line(r, 3, "diverged at iteration 1", f"the last good state is {tmp_path / 'd' / 'checkpoint.pt'}")
+    one_line(r, 3, "diverged at iteration 0", f"the last good state is {tmp_path / 'd' / 'checkpoint.pt'}")
     ckpt = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)
     assert ckpt["iteration"] == -1 and torch.isfinite(ckpt["images"]).all() and ckpt["history"] == []
     assert not (tmp_path / "d" / "synthetic.pt").exists()
