@@ -110,6 +110,8 @@ def main(work: Path, sections=("issue", "grid", "original")) -> list[dict]:
     (work / "afile").write_text("x")
     if "issue" in sections:
         issue_cases(work, buf, good, case)
+    if "efbig" in sections:
+        efbig_cases(work, case)
     if "startup" in sections:
         startup_cases(work, buf, case)
     if "grid" in sections:
@@ -260,6 +262,13 @@ def readonly(work: Path) -> Path:
     return folder
 
 
+def efbig_cases(work: Path, case) -> None:
+    """A file-size limit (``ulimit -f``) smaller than an expert file: EFBIG while writing."""
+    case("buffer under ulimit -f 4 KiB (EFBIG)", "2 naming the file",
+         *limited(["buffer", "--out", work / "i-efbig", "--num-experts", "1", "--epochs", "1", "--width", "8",
+                   "--train-subset", "30", "--quiet", *CPU], 4 * 1024))
+
+
 def startup_cases(work: Path, buf: Path, case) -> None:
     """SIGINT while Python is still importing, before ddtool's own handlers exist."""
     for t in (0.3, 1.0, 2.0, 4.0):
@@ -308,7 +317,8 @@ def issue_cases(work: Path, buf: Path, good: Path, case) -> None:
         if command == "distill":
             argv = ["distill", "--buffer", buf, *SMALL, "--iterations", "1"]
         case(f"{command} --out ''", "2", *ddtool(*argv, "--out", ""), command=command)
-    case("distill --iterations 0", "2", *ddtool(*d(work / "i-zero", "--iterations", "0")))
+    case("distill --iterations 0", "0, the initial images (EDF's init row), no loss",
+         *ddtool(*d(work / "i-zero", "--iterations", "0")))
     ro = readonly(work)
     spec = work / "good-spec.toml"
     spec.write_text('[bench]\ndatasets = ["fashion-mnist"]\nipcs = [1]\n[buffer]\nnum_experts = 1\ntrain_epochs = 2\n'
@@ -320,8 +330,7 @@ def issue_cases(work: Path, buf: Path, good: Path, case) -> None:
                  "--width", "8", *CPU))
     (work / "random.toml").write_bytes(os.urandom(512))
     case("bench spec.toml of random bytes", "2", *ddtool("bench", work / "random.toml"))
-    case("buffer under ulimit -f 64 KiB (EFBIG)", "2 naming the file",
-         *limited(["buffer", "--out", work / "i-efbig", *bufargs], 64 * 1024))
+    efbig_cases(work, case)
     case("distill under ulimit -f 16 KiB (EFBIG)", "2 naming the file",
          *limited(d(work / "i-efbig-d", "--iterations", "1"), 16 * 1024))
     startup_cases(work, buf, case)
@@ -505,7 +514,7 @@ def tally(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write(rows: list[dict], seconds: float) -> Path:
+def write(rows: list[dict], seconds: float, how: str = "") -> Path:
     import ddtoolbox
 
     tag = os.environ.get("FAULTS_TAG", "")     # a second process writes README{tag}.md and results{tag}.json
@@ -516,7 +525,8 @@ def write(rows: list[dict], seconds: float) -> Path:
     lines = ["# Bad input and faults, tried as a user would", "",
              f"`python benchmarks/faults/run.py` on {platform.node()} ({platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
-             f"torch {torch.__version__}, ddtoolbox {ddtoolbox.__version__}; {len(rows)} cases in {seconds:.0f} s.",
+             f"torch {torch.__version__}, ddtoolbox {ddtoolbox.__version__}; {len(rows)} cases "
+             f"{how or f'in {seconds:.0f} s'}.",
              "", "Exit codes: 0 done, 2 usage or input error, 3 diverged, 130 / 143 interrupted (resumable), "
              "-9 killed by the test itself, 4 a lost rank. A case is **clean** when it exits 0, 2, 3, 4, 130 or 143 "
              "with one line on stderr (warnings aside) and no traceback.", "", *tally(rows), "",
@@ -531,7 +541,24 @@ def write(rows: list[dict], seconds: float) -> Path:
     return path
 
 
+def merge(tags: list[str]) -> Path:
+    """Join results{tag}.json of processes that ran parts of the matrix side by side (the first file's
+    case wins over a later one of the same name) into README.md and results.json."""
+    rows, names = [], set()
+    for tag in tags:
+        for r in json.loads((HERE / f"results{tag}.json").read_text()):
+            if r["case"] not in names:
+                names.add(r["case"])
+                rows.append(r)
+    os.environ.pop("FAULTS_TAG", None)
+    return write(rows, 0, f"run by {len(tags)} processes side by side (FAULTS_SECTIONS, FAULTS_REVERSE, FAULTS_TAG) "
+                          f"and merged (--merge)")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--merge"]:        # python run.py --merge "" -b -c
+        print(f"wrote {merge(sys.argv[2:])}")
+        sys.exit()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tmp)
