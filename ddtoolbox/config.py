@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from .augment import CROP_RATIO, CROP_RATIO_RANGE
 from .errors import UsageError
 from .parallel import BACKENDS, DEFAULT_TIMEOUT, MODES
-from .options import (Settings, learning_rate, non_negative_int, number, option, positive_float, positive_int, seed)
+from .options import (Settings, learning_rate, non_negative_int, number, option, positive_float, positive_int,
+                      positive_learning_rate, seed)
 from .unroll import UNROLL_MODES
 
 #: the evaluation protocols ``ddtool eval --protocol`` accepts, with what each trains on
@@ -115,7 +116,7 @@ class BufferConfig(CompileSettings, ImageSettings, NetworkSettings, CommonSettin
     num_experts: int = option(5, "experts to train (default 5)", type=positive_int)
     train_epochs: int = option(50, "epochs per expert (default 50, MTT; DATM/EDF use 100)",
                                flags=("--train-epochs", "--epochs"), type=positive_int)
-    lr: float = option(0.01, "expert SGD learning rate (default 0.01)", type=positive_float)
+    lr: float = option(0.01, "expert SGD learning rate (default 0.01)", type=positive_learning_rate)
     batch_size: int = option(256, "expert batch size (default 256)", type=positive_int)
     train_subset: int | None = option(None, "use N random training images per class", metavar="N",
                                       type=positive_int)
@@ -164,8 +165,8 @@ class DistillConfig(CompileSettings, ImageSettings, NetworkSettings, CommonSetti
                           group=DISTILL)
     lr_y: float = option(2.0, "label learning rate, for matchers with learned labels (default 2)",
                          type=learning_rate, group=DISTILL)
-    lr_teacher: float | None = option(None, "initial student lr (default: the experts' lr)", type=positive_float,
-                                      group=DISTILL)
+    lr_teacher: float | None = option(None, "initial student lr (default: the experts' lr)",
+                                      type=positive_learning_rate, group=DISTILL)
     batch_syn: int | None = option(None, "synthetic images per student step (default all)", type=positive_int,
                                    group=DISTILL)
     no_dsa: bool = option(False, "no differentiable augmentation", group=DISTILL)
@@ -234,7 +235,8 @@ class EvalSettings(CompileSettings, ImageSettings, NetworkSettings, CommonSettin
     random_ipc: int | None = option(None, "evaluate N random real images per class instead", metavar="N",
                                     type=positive_int)
     dataset: str | None = option(None, "dataset (default: the synthetic set's)")
-    lr: float | None = option(None, "training lr (default: the learned lr, or 0.01 for random)", type=positive_float)
+    lr: float | None = option(None, "training lr (default: the learned lr, or 0.01 for random)",
+                              type=positive_learning_rate)
     no_dsa: bool = option(False, "train without augmentation")
     protocol: str = option("auto", "what the student minimises: auto (default: soft if the set has learned labels, "
                                    "else standard), standard, soft, kd (needs --teacher), soft-no-teacher",
@@ -281,7 +283,7 @@ class TrainFullSettings(CompileSettings, ImageSettings, NetworkSettings, CommonS
     model: str = option("ConvNet", "architecture (case-insensitive; see 'ddtool plugins'); default ConvNet",
                         metavar="NAME", group=NETWORK)
     train_epochs: int = option(50, "training epochs (default 50)", flags=("--epochs",), type=positive_int)
-    lr: float = option(0.01, "SGD learning rate (default 0.01)", type=positive_float)
+    lr: float = option(0.01, "SGD learning rate (default 0.01)", type=positive_learning_rate)
     batch_size: int = option(256, "batch size (default 256)", type=positive_int)
     runs: int = option(1, "networks to train and test (default 1)", type=positive_int)
     no_dsa: bool = option(False, "train without augmentation")

@@ -81,6 +81,19 @@ def learning_rate(value) -> float:
     return v
 
 
+#: the largest float32: torch's SGD cannot even apply a larger step size (an overflow error, not a divergence)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def positive_learning_rate(value) -> float:
+    """A network's SGD learning rate: positive and a float32, so that a rate too large to train with
+    diverges (exit 3, nothing stored) instead of failing inside the optimiser (exit 1)."""
+    v = positive_float(value)
+    if not v < FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be a number below {FLOAT32_MAX:.3g} (the largest float32), got {value}")
+    return v
+
+
 def finite_float(value) -> float:
     v = _number(value, float)
     if not math.isfinite(v):

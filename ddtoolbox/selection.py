@@ -25,7 +25,7 @@ from . import __version__
 from .config import ImageSettings, NetworkSettings, CommonSettings
 from .coreset import forgetting_counts, herding, kcenter_greedy, most_forgotten
 from .errors import UsageError
-from .options import non_negative_int, option, positive_float, positive_int
+from .options import non_negative_int, option, positive_int, positive_learning_rate
 from .runtime import honours_threads
 
 METHODS = ("random", "herding", "kcenter", "forgetting")
@@ -54,7 +54,7 @@ class SelectSettings(ImageSettings, NetworkSettings, CommonSettings):
     kcenter_start: str = option("mean", "kcenter's first image: mean (default: the image closest to the class mean) "
                                         "or random (drawn with --seed)", choices=("mean", "random"))
     epochs: int = option(10, "forgetting: epochs of the training run it watches (default 10)", type=positive_int)
-    lr: float = option(0.01, "forgetting: SGD learning rate (default 0.01)", type=positive_float)
+    lr: float = option(0.01, "forgetting: SGD learning rate (default 0.01)", type=positive_learning_rate)
     batch_size: int = option(256, "forgetting: batch size (default 256)", type=positive_int)
     overwrite: bool = option(False, "replace a set already in --out (default: refuse)")
 

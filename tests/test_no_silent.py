@@ -51,7 +51,7 @@ def test_accuracy_of_a_network_with_overflowing_outputs_is_nan():
     assert accuracy(net, x, y) == 1.0
 
 
-@pytest.mark.parametrize("lr", ["1e30", "inf"])
+@pytest.mark.parametrize("lr", ["1e30", "3e38"])
 def test_buffer_with_a_diverging_lr_publishes_nothing(toy_dataset, tmp_path, lr):
     r = run_cli("buffer", "--dataset", toy_dataset, "--out", tmp_path, "--num-experts", "1", "--epochs", "1",
                 "--batch-size", "32", "--lr", lr, *TINY)
@@ -82,7 +82,7 @@ def distill_argv(toy_buffer, out, *extra):
 def test_divergence_at_the_first_iteration_keeps_the_starting_state(toy_dataset, toy_buffer, tmp_path):
     """The README's promise, also before the first periodic checkpoint: exit 3 keeps a good state."""
     r = run_cli(*distill_argv(toy_buffer, tmp_path / "d", "--iterations", "3", "--lr-img", "1e29"))
-    one_line(r, 3, "diverged at iteration 0", f"the last good state is {tmp_path / 'd' / 'checkpoint.pt'}")
+    one_line(r, 3, "diverged at iteration 0 (counted from 0", f"the last good state is {tmp_path / 'd' / 'checkpoint.pt'}")
     ckpt = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)
     assert ckpt["iteration"] == -1 and torch.isfinite(ckpt["images"]).all() and ckpt["history"] == []
     assert not (tmp_path / "d" / "synthetic.pt").exists()
@@ -397,3 +397,40 @@ def test_two_eval_writers_of_one_json_file_are_refused(toy_dataset, tmp_path):
                     "--json", tmp_path / "other.json", *TINY)
         assert r.code == 0, r.err                               # another file in the same folder goes on
     assert not (tmp_path / "e.json").exists() and (tmp_path / "other.json").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "buffer", "train-full", "select"])
+@pytest.mark.parametrize("lr", ["1e40", "inf"])
+def test_an_sgd_lr_beyond_float32_is_a_usage_error(toy_dataset, tmp_path, command, lr):
+    """torch's SGD cannot hold a step size beyond float32 (eval --lr 1e40 was exit 1, 'value cannot be
+    converted to type float without overflow'); such a rate is refused on the command line."""
+    argv = {"eval": ("eval", "--random-ipc", "1", "--dataset", toy_dataset, "--runs", "1", "--epochs", "1"),
+            "buffer": ("buffer", "--dataset", toy_dataset, "--out", tmp_path / "b", "--num-experts", "1",
+                       "--epochs", "1"),
+            "train-full": ("train-full", "--dataset", toy_dataset, "--epochs", "1"),
+            "select": ("select", "--method", "forgetting", "--dataset", toy_dataset, "--ipc", "1", "--out",
+                       tmp_path / "s")}[command]
+    one_line(run_cli(*argv, "--lr", lr, *TINY), 2, "--lr", "largest float32")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command, outputs", [
+    ("score", ("--out", "{blocked}/s.csv")),
+    ("score", ("--out", "{tmp}/s.csv", "--per-image", "{blocked}/p.csv")),
+    ("stats", ("--out", "{blocked}/s.json")),
+    ("stats", ("--out", "{tmp}/s.json", "--png", "{blocked}/s.png")),
+])
+def test_compdd_checks_its_outputs_before_scoring(toy_dataset, toy_buffer, tmp_path, monkeypatch, command, outputs):
+    """An output that cannot be written is one line before any image is looked at, not after the scoring."""
+    import ddtoolbox.compdd.complexity as complexity
+    import ddtoolbox.compdd.stats as stats
+
+    def scored(*args, **kwargs):
+        raise AssertionError("scored before the outputs were checked")
+
+    monkeypatch.setattr(complexity, "score_classes", scored)
+    monkeypatch.setattr(stats, "activation_stats", scored)
+    (tmp_path / "file").write_text("x")
+    given = [o.format(blocked=tmp_path / "file", tmp=tmp_path) for o in outputs]
+    r = run_cli("compdd", command, "--dataset", toy_dataset, "--buffer", toy_buffer, *given, *TINY)
+    one_line(r, 2, "is a file, not a folder")

@@ -275,6 +275,15 @@ def _wnids_to_score(args, pick):
     return list(dict.fromkeys(imagenet_wnids()[resolve_class(k)] for k in keys))
 
 
+def _check_outputs(*files) -> None:
+    """Every output file writable before any image is scored: a bad path costs seconds, not a scoring run."""
+    from ddtoolbox.outputs import check_file_writable
+
+    for path, option in files:
+        if path:
+            check_file_writable(path, option=option)
+
+
 def cmd_score(args, pm):
     from ddtoolbox.io import write_json
     from ddtoolbox.runtime import resolve_device, seed_everything
@@ -282,6 +291,7 @@ def cmd_score(args, pm):
     from ddtoolbox.compdd.complexity import score_classes, write_csv
     from ddtoolbox.compdd.models import class_targets
 
+    _check_outputs((args.out, "--out"), (args.per_image, "--per-image"))
     device = resolve_device(args.device)
     seed_everything(args.seed)
     info, batches, total, what = _score_source(args)
@@ -310,6 +320,7 @@ def cmd_select(args, pm):
     from ddtoolbox.compdd.complexity import read_scores
     from ddtoolbox.compdd.select import load_categories, select
 
+    _check_outputs((args.out, "--out"))
     rows = read_scores(args.scores)
     cats, where = load_categories(args.categories)
     result = select(rows, cats, args.size)
@@ -332,6 +343,7 @@ def cmd_stats(args, pm):
     from ddtoolbox.compdd.models import class_targets
     from ddtoolbox.compdd.stats import activation_stats, plot_stats, summary_line
 
+    _check_outputs((args.out, "--out"), (args.png, "--png"))
     device = resolve_device(args.device)
     seed_everything(args.seed)
     others = [read_json(p, "--compare file", "give a JSON written by 'ddtool compdd stats'") for p in args.compare]
