@@ -256,3 +256,11 @@ def test_an_imagenet_subset_at_another_size_from_the_full_tree(tmp_path):
     assert r.code == 0, r.err
     ds = load_dataset("imagewoof", "train", tmp_path / "w")
     assert ds.images.shape == (10, 3, 24, 24) and ds.info.resize == "squash"
+
+
+@pytest.mark.parametrize("where", ["--out", "--data-root"])
+def test_an_unwritable_store_folder_is_refused_before_decoding(tmp_path, where):
+    tree = cifar_tree(tmp_path / "tree")
+    (tmp_path / "afile").write_text("in the way")
+    r = run_cli("data", "prepare", "--source", tree, "--dataset", "cifar10", where, tmp_path / "afile" / "x")
+    assert one_line(r) and where in r.err and "img/s" not in r.err, r.err   # no progress bar: nothing decoded
