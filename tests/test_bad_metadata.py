@@ -38,12 +38,15 @@ TRIED = {"buffer.json": 0, "synthetic.pt": 0, "preset": 0}
 
 
 def check_answer(r, what):
-    """Exit 0, or exit 2 with exactly one line; never a traceback (exit 1 is an internal error)."""
+    """Exit 0, exit 2 with exactly one error line, or exit 3 with one line saying the run diverged (an
+    edited lr, say, can make it so); never a traceback (exit 1 is an internal error)."""
     assert "Traceback" not in r.err, r.err
-    assert r.code in (0, 2), f"{what}: exit {r.code}: {r.err}"
+    assert r.code in (0, 2, 3), f"{what}: exit {r.code}: {r.err}"
+    lines = [line for line in r.err.splitlines() if line.strip() and not line.startswith("ddtool: warning")]
     if r.code == 2:
-        lines = [line for line in r.err.splitlines() if line.strip() and not line.startswith("ddtool: warning")]
         assert len(lines) == 1 and lines[0].startswith("ddtool: error: "), r.err
+    if r.code == 3:
+        assert len(lines) == 1 and lines[0].startswith("ddtool: diverged"), r.err
 
 
 def mutate(obj: dict, path: list, value, delete: bool):

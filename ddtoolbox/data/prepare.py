@@ -381,11 +381,18 @@ def _train_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def prepare_tree(source, dataset: str, out=None, *, data_root=None, size: int | None = None,
-                 resize: str | None = None, workers: int = 1, progress: bool = True, warn=warn) -> dict:
-    """Decode a class-folder tree for ``dataset`` into a store; return its record (``meta.json``)."""
+                 resize: str | None = None, workers: int = 1, progress: bool = True, warn=warn,
+                 check_target=None) -> dict:
+    """Decode a class-folder tree for ``dataset`` into a store; return its record (``meta.json``).
+
+    :param check_target: called with the store folder once the tree has been listed and before any
+        image is decoded, so a folder that cannot be written stops the command before minutes of work.
+    """
     target = target_for(dataset, size, resize)
     root = Path(source).expanduser().resolve()
     files, folders = list_tree(root, target.classes, target.name)
+    if check_target is not None:
+        check_target(output_dir(target.name, out, data_root))
     channels = target.channels
     if not channels:   # a new dataset: greyscale only when every train image is
         from .imagefolder import probe
@@ -404,8 +411,10 @@ def prepare_tree(source, dataset: str, out=None, *, data_root=None, size: int | 
 
 
 def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, data_root=None, workers: int = 1,
-                   progress: bool = True, warn=warn, resize: str = DEFAULT_RESIZE, size: int = IMAGE_SIZE) -> dict:
-    """Decode, transform and store one subset taken from a full ImageNet tree; return the record."""
+                   progress: bool = True, warn=warn, resize: str = DEFAULT_RESIZE, size: int = IMAGE_SIZE,
+                   check_target=None) -> dict:
+    """Decode, transform and store one subset taken from a full ImageNet tree; return the record
+    (``check_target`` as for :func:`prepare_tree`)."""
     sub = subset if isinstance(subset, ImageNetSubset) else get_subset(subset)
     target = target_for(sub.name, size, resize)
     message = duplicate_warning(sub)
@@ -413,6 +422,8 @@ def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, dat
         warn(message)
     root = Path(imagenet_root).expanduser()
     listed = list_subset_files(root, target.extra["wnids"], sub.name)
+    if check_target is not None:
+        check_target(output_dir(sub.name, out, data_root))
     files = {SPLITS[folder]: entries for folder, entries in listed.items()}
     splits, grey = _decode_splits(files, target, 3, workers, progress, root)
     meta = {"dataset": sub.name, "class_names": list(sub.class_names), "class_folders": target.extra["wnids"],

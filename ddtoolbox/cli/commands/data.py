@@ -197,7 +197,7 @@ def cmd_prepare(args, pm):
     import time
 
     from ddtoolbox.data.imagenet_subsets import SUBSETS, get_subset
-    from ddtoolbox.data.prepare import prepare_subset, prepare_tree, target_for
+    from ddtoolbox.data.prepare import prepare_subset, prepare_tree
 
     if (args.source is None) == (args.imagenet_root is None):
         raise UsageError("give exactly one of --source TREE (with --dataset NAME) or --imagenet-root DIR (with --subset NAME)")
@@ -205,9 +205,9 @@ def cmd_prepare(args, pm):
     if args.source is not None:
         if not args.dataset or args.subset:
             raise UsageError("--source TREE needs --dataset NAME (not --subset): the dataset the tree holds")
-        _check_store_folders([target_for(args.dataset, args.size, args.resize).name], args)
         records = [prepare_tree(args.source, args.dataset, args.out, data_root=args.data_root, size=args.size,
-                                resize=args.resize, workers=args.workers, progress=not args.quiet)]
+                                resize=args.resize, workers=args.workers, progress=not args.quiet,
+                                check_target=_store_folder_check(args))]
     else:
         if not args.subset or args.dataset:
             raise UsageError("--imagenet-root DIR needs --subset NAME (not --dataset): which subset(s) to take from it")
@@ -215,9 +215,9 @@ def cmd_prepare(args, pm):
         subsets = [get_subset(n) for n in names]  # all names checked before any work
         if args.out and len(subsets) > 1:
             raise UsageError("--out names one store folder; with several --subset names use --data-root DIR instead")
-        _check_store_folders([s.name for s in subsets], args)
         records = [prepare_subset(args.imagenet_root, s, args.out, data_root=args.data_root, workers=args.workers,
-                                  progress=not args.quiet, resize=args.resize or "squash", size=args.size or 128)
+                                  progress=not args.quiet, resize=args.resize or "squash", size=args.size or 128,
+                                  check_target=_store_folder_check(args))
                    for s in subsets]
     for r in records:
         counts = r["images_per_class"]
@@ -230,14 +230,12 @@ def cmd_prepare(args, pm):
     print(f"took {time.monotonic() - started:.1f} s")
 
 
-def _check_store_folders(names, args) -> None:
-    """Every store folder can be written, before minutes of decoding (one line naming the option)."""
-    from ddtoolbox.data.prepare import output_dir
+def _store_folder_check(args):
+    """The check ``prepare`` runs on each store folder before decoding: writable, or one line naming the option."""
     from ddtoolbox.outputs import check_writable
 
     option = "--out" if args.out else "--data-root" if args.data_root else "$DDTOOL_DATA or the cache folder"
-    for name in names:
-        check_writable(output_dir(name, args.out, args.data_root), what=f"{name} store folder", option=option)
+    return lambda folder: check_writable(folder, what="store folder", option=option)
 
 
 # ---------------------------------------------------------------------------- compdd
