@@ -24,7 +24,7 @@ from .cifar import CIFAR10_DIR, CIFAR100_DIR, is_cifar10_dir, is_cifar100_dir, l
 from .idx import has_idx_files, load_idx_split
 from .imagenet_subsets import SUBSETS, subset_info
 from .locate import DataLocation
-from .store import is_store_dir as is_prepared_dir, load_prepared
+from .store import is_store_dir, load_prepared
 from .registry import register_dataset
 
 # Where the Debian package dataset-fashion-mnist installs the files. Read at lookup time (see
@@ -50,7 +50,7 @@ def _idx_loader(name: str, info: I.DatasetInfo, fix: str):
 def _cifar_loader(info: I.DatasetInfo, hundred: bool, fix: str):
     """torchvision's batch files, or a store that 'ddtool data prepare' made from a class-folder tree."""
     def load(folder: Path, split: str):
-        if is_prepared_dir(folder) and not (is_cifar100_dir(folder) if hundred else is_cifar10_dir(folder)):
+        if is_store_dir(folder) and not (is_cifar100_dir(folder) if hundred else is_cifar10_dir(folder)):
             return load_prepared(folder, split, info.name)
         return load_cifar_split(folder, split, hundred=hundred, class_names=info.class_names, fix=fix)
 
@@ -59,7 +59,7 @@ def _cifar_loader(info: I.DatasetInfo, hundred: bool, fix: str):
 
 def _cifar_dir(is_batches_dir):
     def is_data_dir(folder: Path) -> bool:
-        return is_batches_dir(folder) or is_prepared_dir(folder)
+        return is_batches_dir(folder) or is_store_dir(folder)
 
     return is_data_dir
 
@@ -142,7 +142,7 @@ def _register_imagenet_subsets() -> None:
         register_dataset(
             name, subset_info(subset), loader(subset),
             location=DataLocation(
-                is_data_dir=is_prepared_dir,
+                is_data_dir=is_store_dir,
                 folder_names=(name,),
                 default_dirs=default_dirs(name),
                 files_hint=f"holds {name}/train.pt and {name}/test.pt written by 'ddtool data prepare'",

@@ -373,13 +373,6 @@ def _decode_splits(files: dict[str, list[tuple[Path, int]]], target: Target, cha
     return splits, grey
 
 
-def _train_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    from .imagefolder import channel_stats
-
-    mean, std = channel_stats(images)
-    return list(mean), list(std)
-
-
 def prepare_tree(source, dataset: str, out=None, *, data_root=None, size: int | None = None,
                  resize: str | None = None, workers: int = 1, progress: bool = True, warn=warn,
                  check_target=None) -> dict:
@@ -391,23 +384,8 @@ def prepare_tree(source, dataset: str, out=None, *, data_root=None, size: int | 
     target = target_for(dataset, size, resize)
     root = Path(source).expanduser().resolve()
     files, folders = list_tree(root, target.classes, target.name)
-    if check_target is not None:
-        check_target(output_dir(target.name, out, data_root))
-    channels = target.channels
-    if not channels:   # a new dataset: greyscale only when every train image is
-        from .imagefolder import probe
-
-        channels, _ = probe([p for p, _ in files["train"]])
-    splits, grey = _decode_splits(files, target, channels, workers, progress, root)
-    h, w = splits["train"][0].shape[2:]
-    # a subset's classes are (wnid, name): the name is the class name; others are (name,) or new
-    names = [c[-1] for c in target.classes] if target.classes else folders
-    meta = {"dataset": target.name, "class_names": names, "class_folders": folders, "channels": channels,
-            "image_size": [int(h), int(w)], "resize": target.sizing.resize, "transform": target.sizing.describe(),
-            "source": {"kind": "class-folder tree", "path": str(root)}, "greyscale_converted": grey, **target.extra}
-    if target.own_statistics:
-        meta["mean"], meta["std"] = _train_statistics(splits["train"][0])
-    return _publish(target, splits, meta, out, data_root, warn)
+    return _prepare(target, files, folders, root, "class-folder tree", out, data_root, workers, progress, warn,
+                    check_target)
 
 
 def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, data_root=None, workers: int = 1,
@@ -422,20 +400,34 @@ def prepare_subset(imagenet_root, subset: str | ImageNetSubset, out=None, *, dat
         warn(message)
     root = Path(imagenet_root).expanduser()
     listed = list_subset_files(root, target.extra["wnids"], sub.name)
-    if check_target is not None:
-        check_target(output_dir(sub.name, out, data_root))
     files = {SPLITS[folder]: entries for folder, entries in listed.items()}
-    splits, grey = _decode_splits(files, target, 3, workers, progress, root)
-    meta = {"dataset": sub.name, "class_names": list(sub.class_names), "class_folders": target.extra["wnids"],
-            "channels": 3, "image_size": [target.sizing.size] * 2, "resize": resize,
-            "transform": target.sizing.describe(),
-            "source": {"kind": "ImageNet tree", "path": str(root.resolve())}, "greyscale_converted": grey,
-            **target.extra}
-    return _publish(target, splits, meta, out, data_root, warn)
+    return _prepare(target, files, target.extra["wnids"], root.resolve(), "ImageNet tree", out, data_root, workers, progress,
+                    warn, check_target)
 
 
-def _publish(target: Target, splits, meta: dict, out, data_root, warn) -> dict:
-    grey = sum(meta["greyscale_converted"].values())
-    if grey:
-        warn(f"{target.name}: converted {grey} greyscale image(s) to RGB (counted in meta.json)")
-    return store.write_store(output_dir(target.name, out, data_root), splits, meta)
+def _prepare(target: Target, files, folders: list[str], root: Path, kind: str, out, data_root, workers: int,
+             progress: bool, warn, check_target) -> dict:
+    """The steps both sources share once their files are listed: check, decode, record, publish."""
+    folder = output_dir(target.name, out, data_root)
+    if check_target is not None:
+        check_target(folder)
+    channels = target.channels
+    if not channels:   # a new dataset: greyscale only when every train image is
+        from .imagefolder import probe
+
+        channels, _ = probe([p for p, _ in files["train"]])
+    splits, grey = _decode_splits(files, target, channels, workers, progress, root)
+    h, w = splits["train"][0].shape[2:]
+    # a subset's classes are (wnid, name): the name is the class name; others are (name,) or new
+    names = [c[-1] for c in target.classes] if target.classes else folders
+    meta = {"dataset": target.name, "class_names": names, "class_folders": folders, "channels": channels,
+            "image_size": [int(h), int(w)], "resize": target.sizing.resize, "transform": target.sizing.describe(),
+            "source": {"kind": kind, "path": str(root)}, "greyscale_converted": grey, **target.extra}
+    if target.own_statistics:
+        from .imagefolder import channel_stats
+
+        mean, std = channel_stats(splits["train"][0])
+        meta["mean"], meta["std"] = list(mean), list(std)
+    if sum(grey.values()):
+        warn(f"{target.name}: converted {sum(grey.values())} greyscale image(s) to RGB (counted in meta.json)")
+    return store.write_store(folder, splits, meta)
