@@ -210,9 +210,9 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
 
             net = train_on_set(recipe, images, targets, lr, test_set.info, device, soft, protocol=protocol,
                                on_epoch=test)
-            acc = accuracy(net, x_test, y_test) if first_non_finite(net.state_dict()) is None else math.nan
-            acc = max([acc, *tested]) if math.isfinite(acc) else acc
-            result = (r, acc if math.isfinite(acc) else None)
+            final = accuracy(net, x_test, y_test) if first_non_finite(net.state_dict()) is None else math.nan
+            acc = max([final, *tested]) if math.isfinite(final) else final
+            result = (r, acc if math.isfinite(acc) else None, final if recipe.test_every and math.isfinite(final) else None)
         results = parallel.gather_objects(result) if world > 1 else [result]
         for item in results:
             if item is not None and item[1] is None:    # every rank stops alike, and no accuracy is recorded
@@ -222,12 +222,16 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
         for item in results:
             if item is None:
                 continue
-            found[item[0]] = item[1]
+            found[item[0]] = item[1] if item[2] is None else (item[1], item[2])
             if on_network is not None and parallel.is_main():
                 on_network(*item)
         bar.update(min(world, runs - first))
     bar.close()
-    return summarise([found[r] for r in range(runs)])
+    accs = [found[r] for r in range(runs)]
+    result = summarise([a[0] if isinstance(a, tuple) else a for a in accs])
+    if recipe.test_every and all(isinstance(a, tuple) for a in accs):
+        result["final"] = summarise([a[1] for a in accs])   # the same networks' last epoch, beside the maximum
+    return result
 
 
 def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,
@@ -440,12 +444,14 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         if report is not None and parallel.is_main():
             rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
             report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
-                   f"({protocol.name} protocol){rec}{MAX_MARK if recipe.test_every else ''}")
+                   f"({protocol.name} protocol){rec}{MAX_MARK if recipe.test_every else ''}"
+                   + (f"; the same networks' final epoch: {format_result(result['final'])}" if "final" in result else ""))
     progress_file.finish()
     first = results[0]
     return {
         "what": what, "model": first["model"], "model_options": first["model_options"],
         "mean": first["mean"], "std": first["std"], "runs": first["runs"],
+        "final": first.get("final"),      # max-over-checkpoints only: the final epoch of the same networks
         "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
         "accuracy": settings.accuracy, "protocol": protocol.name,
         "temperature": protocol.temperature if protocol.name == "kd" else None,
@@ -487,14 +493,17 @@ class EvalProgress:
 
     def done(self, model: str) -> dict:
         entries = self.state["done"].get(model, {})
-        return {int(r): float(a) for r, a in entries.items()} if isinstance(entries, dict) else {}
+        if not isinstance(entries, dict):
+            return {}
+        # max-over-checkpoints keeps [maximum, final epoch] per network, the final mode one accuracy
+        return {int(r): (float(a[0]), float(a[1])) if isinstance(a, list) else float(a) for r, a in entries.items()}
 
     def recorder(self, model: str):
         if self.path is None:
             return None
 
-        def record(r: int, accuracy_: float) -> None:
-            self.state["done"].setdefault(model, {})[str(r)] = accuracy_
+        def record(r: int, accuracy_: float, final: float | None = None) -> None:
+            self.state["done"].setdefault(model, {})[str(r)] = accuracy_ if final is None else [accuracy_, final]
             from .io import write_json
 
             write_json(self.path, self.state)

@@ -264,6 +264,14 @@ def test_dry_run_lists_the_cells_left(toy_spec):
     assert result.code == 2 and "nope" in result.err
 
 
+def test_ipc_option_runs_only_that_ipcs_cells(toy_spec):
+    result = run_cli("bench", str(toy_spec.path), "--dry-run", "--device", "cpu", "--ipc", "2")
+    assert result.code == 0
+    assert "2 step(s) to run" in result.out and "IPC 2 MTT" in result.out and "IPC 1" not in result.out
+    result = run_cli("bench", str(toy_spec.path), "--dry-run", "--ipc", "3")
+    assert result.code == 2 and "--ipc 3 is not in" in result.err and "1, 2" in result.err
+
+
 def test_subprocess_executor_logs_the_command_and_names_a_failure(tmp_path):
     from ddtoolbox.bench.runner import run_in_subprocess
 
@@ -719,3 +727,39 @@ def test_the_edf_complex_figures_summarise_every_finished_cell(tmp_path, toy_dat
         final = torch.load(plain / f"seed{s}" / "run" / "synthetic.pt", weights_only=True)["images"]
         moved.append(((final - start).norm() / start.norm()).item())
     assert float(rows["plain"][-2]) == pytest.approx(statistics.fmean(moved), abs=6e-4)
+
+
+def test_accuracy_along_the_run_is_tabled_and_plotted_from_each_cells_history(tmp_path, toy_dataset):
+    from ddtoolbox.bench.report import accuracy_along_runs
+
+    path = tmp_path / "spec.toml"
+    path.write_text(TOY_SPEC.format(dataset=toy_dataset).replace("lr_img = 10\n", "lr_img = 10\neval_every = 1\neval_runs = 2\neval_epochs = 2\n")
+                    .replace('matcher = "mtt"\n', f'matcher = "mtt"\npaper = {{ {toy_dataset} = {{ 1 = [30.0, 2.0] }} }}\n'))
+    spec = read_spec(path)
+    run_ipc1 = BenchRunner(spec, tmp_path, ["--device", "cpu", "--quiet"], {"device": "cpu"},
+                           build_parser(manager()).commands, Recorder(), progress=False, ipcs=[1])
+    assert [(r["ipc"], r["method"]) for r in run_ipc1.run(log=lambda *_: None)] == [(1, "random"), (1, "MTT")]
+    mtt = [c for c in cells_of(spec) if c.ipc == 1 and c.method.name == "MTT"][0]
+    history = json.loads((mtt.folder(tmp_path) / "run" / "metrics.json").read_text())["history"]
+    evaluated = [h for h in history if "eval_runs" in h]
+    assert [h["iteration"] for h in evaluated] == [0, 1]
+
+    curves = accuracy_along_runs(spec, tmp_path)
+    assert list(curves) == [(toy_dataset, 1, "MTT")]                  # random has no run; IPC 2 did not run
+    points = curves[(toy_dataset, 1, "MTT")]
+    assert [p[0] for p in points] == [1, 2] and [p[3] for p in points] == [2, 2]
+    for (_, mean, std, _), h in zip(points, evaluated):
+        assert mean == pytest.approx(sum(h["eval_runs"]) / 2) and std == pytest.approx(abs(h["eval_runs"][0] - h["eval_runs"][1]) / 2)
+
+    written = render(spec, tmp_path)
+    table = written["markdown"].read_text()
+    assert "## Accuracy along the run" in table and "| it. 1 | it. 2 |" in table
+    row = next(line for line in table.splitlines() if line.startswith(f"| {toy_dataset} IPC 1 MTT |"))
+    assert f"{points[1][1] * 100:.2f} ± {points[1][2] * 100:.2f}" in row
+    assert written["curves"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_curves_without_evaluations_along_the_run(toy_spec):
+    runner(toy_spec, Recorder()).run(only={"MTT"}, log=lambda *_: None)
+    written = render(toy_spec, toy_spec.path.parent)
+    assert "curves" not in written and "Accuracy along the run" not in written["markdown"].read_text()

@@ -112,3 +112,6 @@ def test_max_over_checkpoints_is_marked_and_never_below_the_final_accuracy(ddtoo
     assert final["accuracy"] == "final" and best["accuracy"] == "max-over-checkpoints"
     # the same networks (same seeds): testing along the way changes nothing but the reported number
     assert all(b >= f for b, f in zip(best["runs"], final["runs"]))
+    # and the final epoch of those networks is reported beside the maximum, equal to the final mode's
+    assert final["final"] is None and best["final"]["runs"] == final["runs"]
+    assert "the same networks' final epoch: " in r.out

@@ -137,6 +137,95 @@ def plot(spec: Spec, results: dict, path: Path) -> Path | None:
     return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
+def accuracy_along_runs(spec: Spec, out: Path) -> dict:
+    """Each cell's ``--eval-every`` evaluations as ``{(dataset, ipc, method): [(iteration, mean, std, n)]}``.
+
+    Iterations count from 1 (an evaluation after iteration 99 is at 100). With several distillation
+    seeds the networks of every seed at the same iteration are pooled, as the table pools them.
+    """
+    import json
+    import statistics
+
+    curves = {}
+    for c in cells_of(spec):
+        folder = c.folder(out)
+        files = [folder / "run" / "metrics.json"] + sorted(folder.glob("seed*/run/metrics.json"))
+        pooled: dict[int, list] = {}
+        for file in files:
+            try:
+                history = json.loads(file.read_text()).get("history") or []
+            except (OSError, ValueError):
+                continue
+            for record in history:
+                runs = record.get("eval_runs") if isinstance(record, dict) else None
+                if isinstance(runs, list) and runs:
+                    pooled.setdefault(int(record["iteration"]) + 1, []).extend(float(v) for v in runs)
+        if pooled:
+            curves[(c.dataset, c.ipc, c.method.name)] = [
+                (it, statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v))
+                for it, v in sorted(pooled.items())]
+    return curves
+
+
+def plot_curves(spec: Spec, results: dict, curves: dict, path: Path) -> Path | None:
+    """Accuracy along the run, a panel per dataset and IPC: each method's ``--eval-every`` points, its
+    published mean ± spread as a band, and the random and full-data accuracies as flat lines, so a
+    short run shows where it is heading. None without matplotlib or curves."""
+    if not curves:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = sorted({(d, ipc) for d, ipc, _ in curves}, key=lambda k: (spec.datasets.index(k[0]), k[1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (dataset, ipc) in zip(axes[0], panels):
+        for i, m in enumerate(spec.methods):
+            colour = colours[i % len(colours)]
+            points = curves.get((dataset, ipc, m.name))
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1] * 100 for p in points], yerr=[p[2] * 100 for p in points],
+                            marker="o", capsize=3, color=colour, label=f"{m.name} (this run)")
+            elif (r := results["cells"].get((dataset, ipc, m.name))) is not None:
+                ax.axhline(r["mean"] * 100, color=colour, linestyle=":", label=f"{m.name} {r['mean'] * 100:.1f}")
+            published = m.paper.get((dataset, ipc))
+            if published is not None and (points or (dataset, ipc, m.name) in results["cells"]):
+                spread = published[1] if len(published) > 1 else 0.0
+                ax.axhspan(published[0] - spread, published[0] + spread, color=colour, alpha=0.15, lw=0)
+                ax.axhline(published[0], color=colour, alpha=0.6, lw=1, label=f"{m.name}, published {published[0]:g}")
+        if dataset in results["full"]:
+            ax.axhline(results["full"][dataset]["mean"] * 100, color="grey", linestyle="--",
+                       label=f"full data {results['full'][dataset]['mean'] * 100:.1f}")
+        ax.set_xlabel("distillation iteration")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset}, IPC {ipc}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(spec.title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def curves_table(spec: Spec, curves: dict) -> str:
+    """The accuracy along each run as Markdown: one row per cell, one column per evaluated iteration."""
+    iterations = sorted({p[0] for points in curves.values() for p in points})
+    lines = ["| cell | " + " | ".join(f"it. {i}" for i in iterations) + " |",
+             "|---|" + "---|" * len(iterations)]
+    for c in cells_of(spec):
+        points = {p[0]: p for p in curves.get((c.dataset, c.ipc, c.method.name), ())}
+        if points:
+            cells = [f"{points[i][1] * 100:.2f} ± {points[i][2] * 100:.2f}" if i in points else "-" for i in iterations]
+            lines.append(f"| {c.dataset} IPC {c.ipc} {c.method.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def provenance(spec: Spec, results: dict) -> str:
     """Where, when and with what the numbers were made: every cell's record has it; this sums it up."""
     cells = results["cells"]
@@ -198,7 +287,8 @@ def comparison(spec: Spec, out: Path) -> str:
 
 
 def render(spec: Spec, out: Path) -> dict:
-    """Write table.md, table.csv and plot.png under ``out``; return what was written."""
+    """Write table.md, table.csv, plot.png and (when cells evaluated along their runs) curves.png under
+    ``out``; return what was written."""
     results = collect(spec, out)
     done, total = len(results["cells"]), len(cells_of(spec))
     text = f"# {spec.title}\n\n{markdown_table(spec, results)}\n"
@@ -209,10 +299,18 @@ def render(spec: Spec, out: Path) -> dict:
         text += ("## DD-Ranking scores\n\n" + scores_table(spec, results) + "\nLabel-Robust / Augmentation-Robust "
                  "Score (DD-Ranking's formulas on accuracies as fractions, mean over rounds; 'ddtool eval --scores'). "
                  "Random real images are the scores' reference, so they have no row.\n\n")
+    curves = accuracy_along_runs(spec, out)
+    if curves:
+        text += ("## Accuracy along the run\n\n" + curves_table(spec, curves) + "\nMean ± std (%) of the "
+                 "'--eval-every' evaluations (fresh networks, the run's protocol) after each listed iteration; "
+                 "curves.png plots them beside the published values.\n\n")
     text += provenance(spec, results)
     written = {"markdown": atomic_write(out / "table.md", lambda fh: fh.write(text.encode())),
                "csv": atomic_write(out / "table.csv", lambda fh: fh.write(csv_table(spec, results).encode()))}
     png = plot(spec, results, out / "plot.png")
     if png is not None:
         written["plot"] = png
+    png = plot_curves(spec, results, curves, out / "curves.png")
+    if png is not None:
+        written["curves"] = png
     return written

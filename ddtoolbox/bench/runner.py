@@ -209,8 +209,10 @@ def _distill_seconds(run: Path) -> float:
 
 class BenchRunner:
     def __init__(self, spec: Spec, out, common: list[str], environment: dict, parsers: dict,
-                 execute: Executor = run_in_subprocess, progress: bool = True, devices=None):
+                 execute: Executor = run_in_subprocess, progress: bool = True, devices=None, ipcs=None):
         self.spec, self.out, self.common, self.parsers = spec, Path(out), list(common), parsers
+        #: ``bench --ipc``: run only these IPCs' cells (None: all), e.g. the CPU-sized half of a GPU spec
+        self.ipcs = set(ipcs) if ipcs else None
         #: with several, cells run at once, one per device (``bench --devices cuda:0,cuda:1``)
         self.devices = list(devices or [])
         self.environment, self.execute, self.progress = environment, execute, progress
@@ -494,7 +496,8 @@ class BenchRunner:
     # ------------------------------------------------------------------ the grid
 
     def selected(self, only: set[str] | None = None) -> list[Cell]:
-        return [c for c in cells_of(self.spec) if only is None or c.method.name in only]
+        return [c for c in cells_of(self.spec) if (only is None or c.method.name in only)
+                and (self.ipcs is None or c.ipc in self.ipcs)]
 
     def todo(self, only: set[str] | None = None, rerun_changed: bool = False) -> tuple[list[Cell], list[Cell]]:
         """The cells to run, and the finished cells whose settings differ from the spec's."""

@@ -16,6 +16,8 @@ def setup(p, pm) -> None:
     p.add_argument("--out", default=None, help="results folder (default: the spec's folder)")
     p.add_argument("--method", dest="methods", action="append", default=None, metavar="NAME",
                    help="run only this method's cells (repeatable); the table still shows every finished cell")
+    p.add_argument("--ipc", dest="ipcs", action="append", type=int, default=None, metavar="N",
+                   help="run only this IPC's cells (repeatable); the table still shows every finished cell")
     p.add_argument("--rerun-changed", action="store_true",
                    help="also rerun finished cells whose settings differ from the spec's now (default: keep them, with a warning)")
     p.add_argument("--render-only", action="store_true", help="run nothing; redraw the table and plot")
@@ -48,6 +50,9 @@ def run(args, pm) -> None:
     unknown = sorted(set(args.methods or ()) - {m.name for m in spec.methods})
     if unknown:
         raise UsageError(f"--method {unknown[0]} is not in {spec.path}; its methods: {', '.join(m.name for m in spec.methods)}")
+    stray = sorted(set(args.ipcs or ()) - set(spec.ipcs))
+    if stray:
+        raise UsageError(f"--ipc {stray[0]} is not in {spec.path}; its IPCs: {', '.join(map(str, spec.ipcs))}")
     only = set(args.methods) if args.methods else None
     devices = [str(resolve_device(d.strip())) for d in args.devices.split(",")] if args.devices else []
     device = resolve_device(devices[0] if devices else args.device)
@@ -60,7 +65,8 @@ def run(args, pm) -> None:
         from ...outputs import check_writable
 
         check_writable(out, what="results folder")     # before any cell runs, not after the first
-    runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet, devices=devices)
+    runner = BenchRunner(spec, out, common, environment(device), parsers, progress=not args.quiet, devices=devices,
+                         ipcs=args.ipcs)
     if not args.render_only:
         runner.check(pm, only)
     if args.dry_run:
