@@ -127,6 +127,7 @@ def test_bad_trees_get_one_line_naming_the_problem(tmp_path, breakage, expected)
     r = prepare("--source", tree, "--dataset", "cifar10", "--out", tmp_path / "out")
     assert one_line(r), r.err
     assert expected in r.err, r.err
+    assert ("--size" in r.err) == (breakage == "odd-size"), r.err     # resizing cures a size mismatch only
     assert not (tmp_path / "out" / "meta.json").exists()
 
 

@@ -364,7 +364,9 @@ def _decode_splits(files: dict[str, list[tuple[Path, int]]], target: Target, cha
         splits[split] = (got.images, got.labels)
         grey[split] = got.greyscale
     if problems:
-        fix = "replace or delete those files" if target.sizing.size else "replace those files, or pass --size N to resize every image"
+        odd_sizes = any("image(s) not " in p for p in problems)   # only a size mismatch is cured by --size
+        fix = ("replace those files, or pass --size N to resize every image" if odd_sizes and not target.sizing.size
+               else "replace or delete those files")
         raise UsageError(f"cannot prepare {target.name} from {root}: {'; '.join(problems)}; {fix}")
     shapes = {tuple(splits[s][0].shape[2:]) for s in store.SPLITS}
     if len(shapes) > 1:
