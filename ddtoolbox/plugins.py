@@ -145,6 +145,11 @@ class PluginManager:
                 continue
             self._register(plugin, ep.name, f"--plugin no:{ep.name} skips it")
             self.installed.append(ep.name)
+            if not self.pm.get_hookcallers(plugin):
+                top = ep.value.split(":")[0].split(".")[0]
+                warn(f"installed plugin '{ep.name}' ({ep.value}) implements none of ddtoolbox's hooks, so it adds "
+                     f"nothing; check its entry point, and whether a folder named '{top}' in the current folder "
+                     f"hides the installed package")
         self.matchers: dict[str, Registered] = {}
         self.trainers: dict[str, Registered] = {}
         self.presets: dict[str, Registered] = {}
@@ -322,7 +327,9 @@ class PluginManager:
     def _lookup(self, registry: dict, what: str, name: str, hint: str) -> Registered:
         if name not in registry:
             known = ", ".join(sorted(registry)) or hint
-            raise UsageError(f"unknown {what} '{name}'; available: {known}")
+            module = (f"; a plugin module that is not installed is loaded with --plugin MODULE (in a preset or "
+                      f"spec: plugins = [\"MODULE\"])" if what in ("matcher", "trainer") else "")
+            raise UsageError(f"unknown {what} '{name}'; available: {known}{module}")
         return registry[name]
 
     def preset(self, name: str) -> Registered:

@@ -75,11 +75,16 @@ def toy_config(buffer, out, **changes):
 
     One CPU thread (``threads=1``): toy networks gain nothing from more, and on a busy machine extra
     threads spin and make a one-second test take half a minute. Pass ``threads=None`` for torch's default.
+
+    ``buffer=None`` is for matchers that read no expert trajectories (DC, DM): the trajectory
+    settings are then left at their defaults, so such a matcher warns about none of them, and the
+    image lr is the matcher's own default unless ``lr_img`` is passed.
     """
     from .config import DistillConfig
 
-    values = dict(dataset=TOY_NAME, buffer=str(buffer), out=str(out), ipc=2, syn_steps=3, expert_epochs=1,
-                  max_start_epoch=3, lr_img=10.0, device="cpu", quiet=True, iterations=2, threads=1)
+    values = dict(dataset=TOY_NAME, out=str(out), ipc=2, device="cpu", quiet=True, iterations=2, threads=1)
+    if buffer is not None:
+        values.update(buffer=str(buffer), syn_steps=3, expert_epochs=1, max_start_epoch=3, lr_img=10.0)
     values.update(changes)
     return DistillConfig(**values)
 

@@ -169,3 +169,19 @@ def test_no_report_is_kept_on_resume(modules, toy_dataset, toy_buffer, tmp_path,
 def test_toy_config_pins_one_thread(toy_buffer, tmp_path):
     assert toy_config(toy_buffer, tmp_path).threads == 1
     assert toy_config(toy_buffer, tmp_path, threads=None).threads is None
+
+
+def test_toy_config_without_a_buffer_suits_a_bufferless_matcher(modules, toy_dataset, toy_buffer, tmp_path, capsys):
+    config = toy_config(None, tmp_path / "a", dataset=toy_dataset, matcher="mean-image")
+    assert config.buffer is None and config.syn_steps == DistillConfig.syn_steps
+    run = distill(config, plugins=["mean_image"])
+    assert run.config.lr_img == 5.0                                      # the matcher's default, not the toy 10
+    assert "does not use" not in capsys.readouterr().err
+    distill(toy_config(toy_buffer, tmp_path / "b", matcher="mean-image"), plugins=["mean_image"])
+    assert "does not use --syn-steps" in capsys.readouterr().err         # what the buffer's settings would give
+
+
+def test_an_unknown_matcher_says_how_a_module_that_is_not_installed_is_loaded(toy_dataset, tmp_path):
+    r = run_cli("distill", "--dataset", toy_dataset, "--matcher", "mean-image", "--out", tmp_path, "--device", "cpu")
+    assert r.code == 2 and "unknown matcher 'mean-image'; available: " in r.err
+    assert "--plugin MODULE" in r.err and r.err.count("\n") == 1

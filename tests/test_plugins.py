@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from ddtoolbox.errors import UsageError
+from ddtoolbox.errors import UsageError, forget_warnings
 from ddtoolbox.plugins import PluginManager, split_plugin_args
 from ddtoolbox.testing import TOY_DISTILL
 from ddtoolbox.buffer import Buffer
@@ -86,6 +86,26 @@ def test_blocked_plugin_is_not_loaded(installed_plugin):
     pm = PluginManager(blocked={"reweight"})
     assert "reweight" not in pm.plugin_names()
     assert "reweight" in PluginManager().plugin_names()
+
+
+def test_an_installed_plugin_that_implements_no_hook_is_warned_about(tmp_path, monkeypatch, capsys):
+    """As when a scaffold's folder 'gm/' in the current folder hides the installed package 'gm'."""
+    site = tmp_path / "site"
+    (site / "hollow").mkdir(parents=True)
+    (site / "hollow" / "__init__.py").write_text("")                     # the package, without its hooks
+    dist = site / "ddtool_hollow-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ddtool-hollow\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ddtoolbox]\nhollow = hollow\n")
+    monkeypatch.syspath_prepend(str(site))
+    forget_warnings()
+    try:
+        PluginManager()
+    finally:
+        sys.modules.pop("hollow", None)
+    err = capsys.readouterr().err
+    assert "installed plugin 'hollow' (hollow) implements none of ddtoolbox's hooks" in err
+    assert "a folder named 'hollow' in the current folder" in err
 
 
 def test_module_path_plugin(tmp_path, monkeypatch, ddtool, toy_dataset, toy_buffer):
