@@ -35,10 +35,11 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_reported(tmp_path):
     assert r.returncode == 1, r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [s["step"] for s in summary["steps"]] == ["speed-fmnist-ipc10", "speed-imagenet-ipc1",
-                                                     "speed-imagenet-ipc10", "buffer"]
+                                                     "speed-imagenet-ipc10", "buffer", "distill-dc"]
     assert {s["status"] for s in summary["steps"]} == {"skipped"}
     assert [p["accuracy_mean"] for p in summary["protocol"]] == [None, None]
     assert [c["accuracy_mean"] for c in summary["compiled_evaluation"]] == [None, None]
+    assert summary["gradient_matching"]["accuracy_mean"] is None
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "Dry run" in md and "buffer: skipped" in md and "| MTT | - |" in md
 
@@ -52,8 +53,10 @@ def test_a_dry_run_goes_through_every_step(tmp_path):
         "datm_cpd_dae-eval.json", "datm_cpd_dae-metrics.json", "log.txt", "mtt-eval.json", "mtt-metrics.json",
         "speed.jsonl", "summary.json", "summary.md"])           # at most 8 files come back from a device run
     summary = json.loads((out / "summary.json").read_text())
-    assert all(s["status"] == "ok" for s in summary["steps"]) and len(summary["steps"]) == 9
-    assert summary["steps"][-1]["step"] == "eval-mtt-compiled"
+    assert all(s["status"] == "ok" for s in summary["steps"]) and len(summary["steps"]) == 11
+    assert [s["step"] for s in summary["steps"][-3:]] == ["eval-mtt-compiled", "distill-dc", "eval-dc"]
+    dc = summary["gradient_matching"]
+    assert 0 <= dc["accuracy_mean"] <= 1 and len(dc["accuracies"]) == 2 and dc["seconds_per_iteration"] > 0
     eager, comp = summary["compiled_evaluation"]
     assert (eager["training"], comp["training"]) == ("eager", "compiled")
     assert len(comp["accuracies"]) == 2 and comp["seconds"] > 0
