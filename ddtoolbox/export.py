@@ -225,7 +225,7 @@ def dataset_card(meta: dict, record: dict, evaluation, source: Path) -> str:
              "configs:", "- config_name: default", "  data_files:", "  - split: train", f"    path: {PARQUET}",
              "---", "", f"# {meta['dataset']}, {ipc} images per class, by {method}", "",
              f"{len(record['labels'])} images ({meta['num_classes']} classes x {ipc}) made with "
-             f"[ddtoolbox](https://pypi.org/project/ddtoolbox/) {meta.get('ddtoolbox_version', '?')}.", "",
+             f"ddtoolbox {meta.get('ddtoolbox_version', '?')}.", "",
              "## Columns", "",
              "- `image`: the image as a PNG (pixels clamped to [0, 1], 8-bit; for viewing)",
              "- `label`: its class",
