@@ -17,12 +17,25 @@ LAUNCH = ("import sys; from ddtoolbox.testing import register_toy_dataset; regis
 TINY = ("--width", "8", "--device", "cpu", "--quiet", "--threads", "1")
 
 
+def catches(pid: int, sig) -> bool:
+    """Whether process ``pid`` has installed a handler for ``sig`` (Linux: the SigCgt mask); True
+    where that cannot be read. Before ddtoolbox installs its own, SIGTERM kills a process outright,
+    and on a loaded machine the interpreter's start-up alone can outlast a fixed delay."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            mask = next(int(line.split()[1], 16) for line in fh if line.startswith("SigCgt:"))
+    except (OSError, StopIteration, ValueError):
+        return True
+    return bool(mask >> (int(sig) - 1) & 1)
+
+
 def stopped(argv, ready, sig=signal.SIGTERM, env=None, launch=("-c", LAUNCH)):
-    """Start ``ddtool argv``, send ``sig`` once ``ready()`` holds, return (exit code, stderr)."""
+    """Start ``ddtool argv``, send ``sig`` once ``ready()`` holds and the process handles ``sig``,
+    return (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, *launch, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, **(env or {})})
     deadline = time.time() + 120
-    while not ready() and proc.poll() is None and time.time() < deadline:
+    while not (ready() and catches(proc.pid, sig)) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(sig)
