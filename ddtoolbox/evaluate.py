@@ -228,10 +228,10 @@ def evaluate_set(recipe: TrainRecipe, images, targets, lr: float, test_set, runs
         bar.update(min(world, runs - first))
     bar.close()
     accs = [found[r] for r in range(runs)]
-    result = summarise([a[0] if isinstance(a, tuple) else a for a in accs])
+    summary = summarise([a[0] if isinstance(a, tuple) else a for a in accs])
     if recipe.test_every and all(isinstance(a, tuple) for a in accs):
-        result["final"] = summarise([a[1] for a in accs])   # the same networks' last epoch, beside the maximum
-    return result
+        summary["final"] = summarise([a[1] for a in accs])   # the same networks' last epoch, beside the maximum
+    return summary
 
 
 def train_full(*, train_set, test_set, model: str, model_options: dict, epochs: int, lr: float,

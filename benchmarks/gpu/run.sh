@@ -201,8 +201,8 @@ def lines(path):
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
 
 
-def load(name):
-    path = out / name
+def load(name, folder=out):
+    path = folder / name
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -225,13 +225,13 @@ def step_seconds(name):
     return next((s.get("seconds") for s in steps if s["step"] == name), None)
 
 
-compiled_eval = json.loads((work / "mtt-eval-compiled.json").read_text()) if (work / "mtt-eval-compiled.json").is_file() else None
+compiled_eval = load("mtt-eval-compiled.json", work)
 eager_eval = load("mtt-eval.json")
 compiled_row = [{"training": label, "accuracy_mean": e["mean"] if e else None, "accuracy_std": e["std"] if e else None,
                  "accuracies": e["runs"] if e else None, "seconds": step_seconds(name)}
                 for label, e, name in (("eager", eager_eval, "eval-mtt"), ("compiled", compiled_eval, "eval-mtt-compiled"))]
-dc_eval = json.loads((work / "dc-eval.json").read_text()) if (work / "dc-eval.json").is_file() else None
-dc_metrics = json.loads((work / "dc" / "metrics.json").read_text()) if (work / "dc" / "metrics.json").is_file() else None
+dc_eval = load("dc-eval.json", work)
+dc_metrics = load("dc/metrics.json", work)
 gradient_matching = {"method": "DC with siamese DSA (examples/dc), Fashion-MNIST IPC 1, width 128",
                      "published": "70.6 ± 0.6 (DSA; DC without augmentation 70.5 ± 0.6)",
                      "accuracy_mean": dc_eval["mean"] if dc_eval else None, "accuracy_std": dc_eval["std"] if dc_eval else None,

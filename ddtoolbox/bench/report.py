@@ -102,14 +102,32 @@ def csv_table(spec: Spec, results: dict) -> str:
     return buf.getvalue()
 
 
-def plot(spec: Spec, results: dict, path: Path) -> Path | None:
-    """Accuracy against IPC, a line per method and a panel per dataset; None without matplotlib."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _write_png(plt, fig, title: str, path: Path) -> Path:
+    """Title ``fig``, write it to ``path`` atomically as a PNG and free it."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def plot(spec: Spec, results: dict, path: Path) -> Path | None:
+    """Accuracy against IPC, a line per method and a panel per dataset; None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
         return None
     cells, full = results["cells"], results["full"]
     fig, axes = plt.subplots(1, len(spec.datasets), figsize=(5 * len(spec.datasets), 3.8), squeeze=False)
@@ -129,12 +147,7 @@ def plot(spec: Spec, results: dict, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:      # a column with nothing finished yet has no lines
             ax.legend(fontsize=8)
-    fig.suptitle(spec.title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return _write_png(plt, fig, spec.title, path)
 
 
 def accuracy_along_runs(spec: Spec, out: Path) -> dict:
@@ -173,12 +186,8 @@ def plot_curves(spec: Spec, results: dict, curves: dict, path: Path) -> Path | N
     short run shows where it is heading. None without matplotlib or curves."""
     if not curves:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     panels = sorted({(d, ipc) for d, ipc, _ in curves}, key=lambda k: (spec.datasets.index(k[0]), k[1]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
@@ -205,12 +214,7 @@ def plot_curves(spec: Spec, results: dict, curves: dict, path: Path) -> Path | N
         ax.set_title(f"{dataset}, IPC {ipc}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(spec.title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return _write_png(plt, fig, spec.title, path)
 
 
 def curves_table(spec: Spec, curves: dict) -> str:
