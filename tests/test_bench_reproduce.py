@@ -2,6 +2,7 @@
 shipped specs of benchmarks/reproduce/ (written from the presets, dry-run here as CI does)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,31 @@ def test_compare_puts_each_cell_beside_the_paper(tmp_path):
     r = run_cli("bench", spec.path, "--compare", "--device", "cpu")
     assert r.code == 0 and r.out == text
     assert not (out / "table.md").exists()               # --compare runs and renders nothing
+
+
+def test_compare_shows_the_best_evaluation_along_a_run_beside_the_final_set(tmp_path):
+    """MTT and DATM reported their best iteration, picked on the test set; the comparison shows that
+    figure beside ours (the final set), and the verdict stays with the final set."""
+    spec = _spec(tmp_path)
+    out = spec.path.parent
+    _finish(spec, out, "MTT", 1, [0.66, 0.68])        # final set: 67.0, 3 below 70.0 ± 1.0
+    _finish(spec, out, "random", 1, [0.50, 0.50])
+    cell = next(c for c in cells_of(spec) if c.method.name == "MTT" and c.ipc == 1)
+    (cell.folder(out) / "run").mkdir()
+    history = [{"iteration": 0, "loss": 1.0}, {"iteration": 9, "eval_runs": [0.70, 0.72]},
+               {"iteration": 19, "eval_runs": [0.66, 0.68]}]
+    (cell.folder(out) / "run" / "metrics.json").write_text(json.dumps({"history": history}))
+    text = comparison(spec, out)
+    header, *rows = text.splitlines()
+    assert "best along the run (%)" in header
+    mtt = next(line for line in rows if line.startswith("fashion-mnist IPC 1 MTT "))
+    assert "71.00 ± 1.00 (it. 10)" in mtt                 # the higher of the two evaluations, not the last
+    assert "-3.00" in mtt and "below it by 2.00 points" in mtt
+    random = next(line for line in rows if line.startswith("fashion-mnist IPC 1 random "))
+    assert re.split(r"  +", random)[2] == "-"          # no run along which to pick
+    assert "chosen on the test set" in text
+    (cell.folder(out) / "run" / "metrics.json").unlink()
+    assert "best along the run" not in comparison(spec, out)   # no evaluations along any run: no column
 
 
 def test_compare_lists_published_cells_not_run_yet(tmp_path):

@@ -259,9 +259,15 @@ def comparison(spec: Spec, out: Path) -> str:
     "Within the published spread" means our mean lies within the paper's own ± of its mean: the
     test a reader applies to a reproduction. Our numbers are final-epoch accuracies over fresh
     networks (the std is theirs); a paper that reported the best epoch is marked so by its spec.
+    Cells that evaluated along their runs also show the best of those evaluations, which is how MTT
+    and DATM picked the sets they reported (their best iteration, chosen on the test set), so the
+    reader sees both the honest number and the one the paper's protocol would have printed.
     """
     results = collect(spec, out)["cells"]
+    curves = accuracy_along_runs(spec, out)
     rows = [["cell", "ours (%)", "paper (%)", "difference", "verdict", "GPU h (est.)"]]
+    if curves:
+        rows[0].insert(2, "best along the run (%)")
     for c in cells_of(spec):
         key = (c.dataset, c.ipc)
         published, r = c.method.paper.get(key), results.get((c.dataset, c.ipc, c.method.name))
@@ -282,11 +288,18 @@ def comparison(spec: Spec, out: Path) -> str:
         hours = c.method.gpu_hours.get(key)
         rows.append([f"{c.dataset} IPC {c.ipc} {c.method.name}", ours, paper, diff, verdict,
                      "-" if hours is None else f"{hours:g}"])
+        if curves:
+            points = curves.get((c.dataset, c.ipc, c.method.name))
+            best = max(points, key=lambda p: p[1]) if points else None
+            rows[-1].insert(2, "-" if best is None else f"{best[1] * 100:.2f} ± {best[2] * 100:.2f} (it. {best[0]})")
     if len(rows) == 1:
         return f"{spec.path} has no published values and no finished cells to compare\n"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     source = f"published values: {spec.source}" if spec.source else "published values: see the spec"
+    if curves:
+        source += ("\nbest along the run: the highest of the run's --eval-every evaluations, chosen on the test set "
+                   "as MTT and DATM chose the sets they reported (optimistic; the verdict uses ours, the final set)")
     return "\n".join([lines[0], *lines[1:], source]) + "\n"
 
 
