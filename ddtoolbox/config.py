@@ -258,9 +258,14 @@ class EvalSettings(CompileSettings, ImageSettings, NetworkSettings, CommonSettin
                                   "see 'ddtool plugins'); default: the synthetic set's, or ConvNet. One result per "
                                   "model", several=True, metavar="NAME", group=NETWORK)
     accuracy: str = option("final", "final (default): each network's test accuracy after its last epoch; "
-                                    "max-over-checkpoints: the best of a test every 20 epochs and the last, as MTT "
-                                    "and DD-Ranking report (chosen on the test set, so optimistic; the output marks it)",
+                                    "max-over-checkpoints: the best of a test every 20 epochs (--test-every) and "
+                                    "the last, as MTT and DD-Ranking report (chosen on the test set, so optimistic; "
+                                    "the output marks it and gives the final epoch beside it)",
                            choices=ACCURACIES, group=EVAL_PROTOCOL)
+    test_every: int | None = option(None, f"epochs between the tests of --accuracy max-over-checkpoints (default "
+                                          f"{CHECKPOINT_EPOCHS}, DD-Ranking's); each test passes over the whole test "
+                                          f"set, so a larger N is cheaper on a CPU", metavar="N", type=positive_int,
+                                    group=EVAL_PROTOCOL)
     scores: bool = option(False, "DD-Ranking's Label- and Augmentation-Robust Scores (LRS, ARS) of --synthetic: trains "
                                  "it and random real images with hard and soft labels, with and without DSA (needs "
                                  "--teacher and a stored full-data accuracy; see docs/coresets.md)")
@@ -270,6 +275,16 @@ class EvalSettings(CompileSettings, ImageSettings, NetworkSettings, CommonSettin
             raise UsageError("give exactly one of --synthetic FILE or --random-ipc N")
         if self.random_ipc is not None and not self.dataset:
             raise UsageError("--random-ipc needs --dataset")
+        if self.test_every is not None and self.accuracy != "max-over-checkpoints":
+            raise UsageError("--test-every sets the tests of --accuracy max-over-checkpoints; add that, or drop "
+                             "--test-every")
+
+    @property
+    def checkpoint_epochs(self) -> int:
+        """Epochs between the tests of max-over-checkpoints; 0 in the final mode (no tests along the way)."""
+        if self.accuracy != "max-over-checkpoints":
+            return 0
+        return self.test_every or CHECKPOINT_EPOCHS
 
 
 # ---------------------------------------------------------------------------- train-full

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import compiled, parallel
-from .config import CHECKPOINT_EPOCHS, PROTOCOLS, EvalSettings, TrainFullSettings
+from .config import PROTOCOLS, EvalSettings, TrainFullSettings
 from .errors import Diverged, UsageError
 from .finite import first_non_finite, require_finite_accuracy, require_finite_network
 from .losses import DEFAULT_TEMPERATURE, accuracy, kd_loss, soft_cross_entropy
@@ -42,8 +42,9 @@ from .models import canonical_model_name, create_model, model_options
 from .runtime import honours_threads
 
 
-#: how a line of results says its accuracies are maxima over checkpoints, not the standard final ones
-MAX_MARK = f" [MAX over checkpoints every {CHECKPOINT_EPOCHS} epochs, picked on the test set: not the final accuracy]"
+def max_mark(every: int) -> str:
+    """How a line of results says its accuracies are maxima over checkpoints, not the standard final ones."""
+    return f" [MAX over checkpoints every {every} epochs, picked on the test set: not the final accuracy]"
 
 
 @dataclass
@@ -421,7 +422,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
     for model, options in zip(models, options_all):
         seed_everything(settings.seed)
         recipe = TrainRecipe(model, options, settings.eval_epochs, settings.eval_batch, augment=augment,
-                             test_every=CHECKPOINT_EPOCHS if settings.accuracy == "max-over-checkpoints" else 0,
+                             test_every=settings.checkpoint_epochs,
                              compile=settings.compile)
         common = dict(progress=not settings.quiet, protocol=protocol, seed=settings.seed,
                       done=progress_file.done(model), on_network=progress_file.recorder(model))
@@ -444,7 +445,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         if report is not None and parallel.is_main():
             rec = f"  {format_recovery(ratio)} of full-data {full_mean * 100:.2f}%" if full else ""
             report(f"{what}: {format_result(result)} over {len(result['runs'])} {model} networks "
-                   f"({protocol.name} protocol){rec}{MAX_MARK if recipe.test_every else ''}"
+                   f"({protocol.name} protocol){rec}{max_mark(recipe.test_every) if recipe.test_every else ''}"
                    + (f"; the same networks' final epoch: {format_result(result['final'])}" if "final" in result else ""))
     progress_file.finish()
     first = results[0]
@@ -453,7 +454,7 @@ def evaluate_synthetic(settings: EvalSettings, report=None) -> dict:
         "mean": first["mean"], "std": first["std"], "runs": first["runs"],
         "final": first.get("final"),      # max-over-checkpoints only: the final epoch of the same networks
         "full_accuracy": first["full_accuracy"], "recovery": first["recovery"],
-        "accuracy": settings.accuracy, "protocol": protocol.name,
+        "accuracy": settings.accuracy, "test_every": settings.checkpoint_epochs or None, "protocol": protocol.name,
         "temperature": protocol.temperature if protocol.name == "kd" else None,
         "teacher": str(settings.teacher) if settings.teacher else None, "dataset": info.name,
         "lr": lr, "epochs": settings.eval_epochs, "dsa_crop_ratio": None if settings.no_dsa else settings.dsa_crop_ratio,

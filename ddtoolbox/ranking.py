@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .config import EvalSettings
 from .errors import UsageError
-from .evaluate import MAX_MARK, evaluate_synthetic, format_result, load_synthetic
+from .evaluate import evaluate_synthetic, format_result, load_synthetic, max_mark
 from .scores import LAMBDA, as_percentage_code_prints, augmentation_robust, label_robust
 
 #: settings that do not change an accuracy (kept out of the reuse key)
@@ -139,7 +139,7 @@ def _summary(settings, meta, learned, full, results, say) -> dict:
                       (ars, f"{kind} labels; gap with DSA {ars.parts['gap_aug']:+.4f}, without "
                             f"{ars.parts['gap_noaug']:+.4f}")):
         say(f"{s.name} {s.mean:.4f} ± {s.std:.4f} over {len(s.rounds)} rounds ({detail}; accuracies as fractions, "
-            f"lambda {LAMBDA}){MAX_MARK if marked else ''}")
+            f"lambda {LAMBDA}){max_mark(settings.checkpoint_epochs) if marked else ''}")
         say(f"  DD-Ranking's code, which feeds percentages into the same formula, would print: {theirs[s.name]}")
     if marked:
         say("  note: the full-data accuracy is the stored final one ('ddtool train-full' has no checkpoint maximum)")
@@ -147,6 +147,7 @@ def _summary(settings, meta, learned, full, results, say) -> dict:
     return {
         "what": own["what"], "mean": own["mean"], "std": own["std"], "runs": own["runs"],
         "protocol": own["protocol"], "lr": own["lr"], "accuracy": settings.accuracy,
+        "test_every": settings.checkpoint_epochs or None,
         "full_accuracy": full_hard, "recovery": own["mean"] / full_hard if full_hard > 0 else None,
         "epochs": settings.eval_epochs, "dataset": meta["dataset"], "model": meta["model"],
         "scores": {"unit": "fractions", "LRS": lrs.as_dict(), "ARS": {**ars.as_dict(), "labels": kind},

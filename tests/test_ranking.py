@@ -115,3 +115,29 @@ def test_max_over_checkpoints_is_marked_and_never_below_the_final_accuracy(ddtoo
     # and the final epoch of those networks is reported beside the maximum, equal to the final mode's
     assert final["final"] is None and best["final"]["runs"] == final["runs"]
     assert "the same networks' final epoch: " in r.out
+    assert best["test_every"] == 20 and final["test_every"] is None
+
+
+def test_test_every_sets_the_checkpoints_the_maximum_is_taken_over(ddtool, toy_dataset, tmp_path, monkeypatch):
+    """The maximum is over the tests at every N-th epoch and the last, exactly: recorded by wrapping
+    the accuracy function, and the reported maximum is the largest of those recorded."""
+    import ddtoolbox.evaluate as evaluate
+
+    seen = []
+
+    def recording(net, x, y):
+        seen.append(real(net, x, y))
+        return seen[-1]
+
+    real = evaluate.accuracy
+    monkeypatch.setattr(evaluate, "accuracy", recording)
+    common = ("eval", "--random-ipc", "2", "--dataset", toy_dataset, "--width", "8", "--runs", "1",
+              "--epochs", "30", "--lr", "0.05", "--device", "cpu", "--quiet", "--threads", "1")
+    r = ddtool(*common, "--accuracy", "max-over-checkpoints", "--test-every", "7", "--json", tmp_path / "m.json")
+    assert r.code == 0, r.err
+    assert len(seen) == 5                                  # epochs 7, 14, 21, 28, then the final (30)
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["runs"] == [max(seen)] and result["final"]["runs"] == [seen[-1]] and result["test_every"] == 7
+    assert "every 7 epochs" in r.out
+    r = ddtool(*common, "--test-every", "7")
+    assert r.code == 2 and "--accuracy max-over-checkpoints" in r.err and r.err.count("\n") == 1, r.err
