@@ -157,3 +157,23 @@ def test_every_reproduction_spec_dry_runs_and_compares(spec, tmp_path):
     r = run_cli("bench", spec, "--compare", "--device", "cpu", "--out", tmp_path)
     assert r.code == 0, r.err
     assert sum(len(m.paper) for m in parsed.methods) == r.out.count("not run yet") > 0
+
+
+def test_a_long_spec_title_is_wrapped_to_the_figure_not_cut_off(tmp_path):
+    from ddtoolbox.bench.report import _pyplot, _write_png
+
+    plt = _pyplot()
+    if plt is None:
+        pytest.skip("matplotlib is not installed")
+    title = "CIFAR-10 IPC 1, MTT's and DATM's published settings on a CPU budget (JPEG copy, 2 experts, 300 iterations)"
+    fig, ax = plt.subplots(1, 1, figsize=(5.5, 4))
+    ax.plot([1, 2], [3, 4])
+    _write_png(plt, fig, title, tmp_path / "t.png")
+    shown = fig._suptitle.get_text()
+    assert shown.replace("\n", " ") == title and shown.count("\n") >= 1
+    # every line fits: its rendered width is within the figure's
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for line in shown.splitlines():
+        assert fig.text(0, 0, line, fontsize=10).get_window_extent(renderer).width <= fig.bbox.width

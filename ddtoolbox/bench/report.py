@@ -115,8 +115,12 @@ def _pyplot():
 
 
 def _write_png(plt, fig, title: str, path: Path) -> Path:
-    """Title ``fig``, write it to ``path`` atomically as a PNG and free it."""
-    fig.suptitle(title, fontsize=10)
+    """Title ``fig``, write it to ``path`` atomically as a PNG and free it. A spec's title is often
+    longer than a one-panel figure is wide, so it is wrapped to the figure's width, not cut off."""
+    import textwrap
+
+    width_chars = max(30, int(fig.get_figwidth() * 72 / 6.5))     # about 6.5 points per character at size 10
+    fig.suptitle("\n".join(textwrap.wrap(title, width_chars)), fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
